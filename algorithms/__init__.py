@@ -1,0 +1,124 @@
+"""Algorithms: one readable file each, behind one small interface.  No Ray in here.
+
+An algorithm is a config dataclass (validated in ``__post_init__``, paper values as defaults)
+plus a class::
+
+    algo = Algo(config, spec, device)
+    metrics = algo.update(batch)          # one gradient step -> {"train/...": float}
+    actions = algo.act(obs)               # (B, To, obs_dim) -> (B, Ta, act_dim), no grad
+    algo.state_dict() / algo.load_state_dict(d)   # plain tensors only
+
+Class attributes tell the platform which data an algorithm eats:
+
+* ``data_kind = "transitions"``: batches of ``observations (B, obs_dim)``, ``actions (B, act_dim)``,
+  ``rewards (B,)``, ``next_observations (B, obs_dim)``, ``terminals (B,)`` (D4RL qlearning format).
+  ``act`` receives ``(B, 1, obs_dim)`` and returns ``(B, 1, act_dim)``.
+* ``data_kind = "sequences"``: batches of ``obs (B, To, obs_dim)`` and ``action (B, Tp, act_dim)``
+  windows cut from episodes; the instance exposes ``obs_horizon`` (To), ``pred_horizon`` (Tp) and
+  ``action_horizon`` (Ta, the actions executed before replanning).
+
+``REGISTRY`` maps the name used in YAML studies to ``(ConfigClass, AlgorithmClass)``; the
+platform looks algorithms up there, so adding one never touches ``platform/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+
+# name -> "module:ConfigClass:AlgorithmClass"; imported lazily so that listing names is cheap.
+_ENTRIES: dict[str, str] = {
+    "bc": "algorithms.bc:BCConfig:BC",
+    "dql": "algorithms.dql:DQLConfig:DiffusionQL",
+    "edp": "algorithms.edp:EDPConfig:EDP",
+    "diffusion_policy": "algorithms.diffusion_policy:DiffusionPolicyConfig:DiffusionPolicy",
+}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an algorithm needs to know about the task, derived from the dataset.
+
+    ``act_low``/``act_high`` are the action bounds (used for clipping, e.g. DQL's x0 clip);
+    ``obs_low``/``obs_high`` and ``act_min``/``act_max`` are the dataset's per-dimension ranges
+    (used for [-1, 1] normalization by Diffusion Policy).  All plain floats so that the spec is
+    JSON-serializable and travels inside checkpoints.
+    """
+
+    obs_dim: int
+    act_dim: int
+    act_low: tuple[float, ...] = ()
+    act_high: tuple[float, ...] = ()
+    obs_low: tuple[float, ...] = ()
+    obs_high: tuple[float, ...] = ()
+    act_min: tuple[float, ...] = ()
+    act_max: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.obs_dim <= 0 or self.act_dim <= 0:
+            raise ValueError(f"EnvSpec needs positive dims, got obs_dim={self.obs_dim}, act_dim={self.act_dim}")
+        for name, dim in (("act_low", self.act_dim), ("act_high", self.act_dim), ("obs_low", self.obs_dim),
+                          ("obs_high", self.obs_dim), ("act_min", self.act_dim), ("act_max", self.act_dim)):
+            value = getattr(self, name)
+            if value and len(value) != dim:
+                raise ValueError(f"EnvSpec.{name} has {len(value)} entries, expected {dim}")
+        # Default action bounds: [-1, 1], D4RL locomotion's and Push-T-normalized convention.
+        if not self.act_low:
+            object.__setattr__(self, "act_low", (-1.0,) * self.act_dim)
+        if not self.act_high:
+            object.__setattr__(self, "act_high", (1.0,) * self.act_dim)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnvSpec":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def names() -> list[str]:
+    return sorted(_ENTRIES)
+
+
+def get(name: str):
+    """Return ``(ConfigClass, AlgorithmClass)`` for a registered algorithm name."""
+    if name not in _ENTRIES:
+        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(names())}")
+    module, config_cls, algo_cls = _ENTRIES[name].split(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, config_cls), getattr(mod, algo_cls)
+
+
+class _Registry(dict):
+    """``REGISTRY[name] -> (ConfigClass, AlgorithmClass)``, importing the module on first use."""
+
+    def __missing__(self, name):
+        value = get(name)
+        self[name] = value
+        return value
+
+    def __contains__(self, name):
+        return name in _ENTRIES
+
+    def __iter__(self):
+        return iter(names())
+
+    def keys(self):
+        return names()
+
+
+REGISTRY = _Registry()
+
+
+def config_fields(name: str) -> dict[str, dataclasses.Field]:
+    """The config dataclass fields of an algorithm, by name (used to validate YAML studies)."""
+    config_cls, _ = get(name)
+    return {f.name: f for f in dataclasses.fields(config_cls)}
+
+
+def build_config(name: str, params: dict):
+    config_cls, _ = get(name)
+    return config_cls(**params)
+
+
+__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "field"]

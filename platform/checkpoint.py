@@ -1,0 +1,72 @@
+"""Plain-state checkpoints: a directory of ``torch.save``-d tensors/ints plus a JSON config.
+
+Never a pickled object: everything is loaded back with ``torch.load(weights_only=True)``, and the
+algorithm is rebuilt from ``meta.json`` (algorithm name, config, env spec) before loading weights.
+Files are written to a temporary name and renamed, so a crash mid-write leaves the old file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+
+def to_cpu(tree):
+    """Recursively move tensors in nested dicts/lists to CPU (for shipping weights to actors)."""
+    if torch.is_tensor(tree):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Call ``write_fn(tmp_path)`` then rename the result onto ``path`` (atomic on POSIX)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_state(path: str, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(to_cpu(state), tmp))
+
+
+def load_state(path: str, device: torch.device | str = "cpu") -> dict:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def save_json(path: str, data: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+
+    atomic_write(path, write)
+
+
+def load_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_policy(checkpoint_dir: str, seed: int | None = None, device: str = "cpu"):
+    """Rebuild a trained algorithm from a checkpoint directory written by ``platform.training``."""
+    import algorithms
+
+    meta = load_json(os.path.join(checkpoint_dir, "meta.json"))
+    seed = meta["seeds"][0] if seed is None else seed
+    config_cls, algo_cls = algorithms.get(meta["algorithm"])
+    algo = algo_cls(config_cls(**meta["config"]), algorithms.EnvSpec.from_dict(meta["env_spec"]), torch.device(device))
+    algo.load_state_dict(load_state(os.path.join(checkpoint_dir, f"seed_{seed}.pt"), device)["algo"])
+    return algo

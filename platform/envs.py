@@ -1,0 +1,34 @@
+"""Environment factory used by the evaluation actors: one place that knows env ids.
+
+``make_env("HalfCheetah-v5")`` is plain ``gymnasium.make``; ``pusht`` (or ``gym_pusht/PushT-v0``)
+gives the low-dimensional Push-T task of the Diffusion Policy paper (20-d keypoint observations).
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+
+PUSHT_IDS = ("pusht", "PushT-v0", "gym_pusht/PushT-v0")
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    """Build one environment; raises ValueError with the id if it does not exist."""
+    if env_id in PUSHT_IDS:
+        from platform.pusht_env import make_pusht_env
+
+        return make_pusht_env(**kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as e:  # NameNotFound, VersionNotFound, DependencyNotInstalled, ...
+        raise ValueError(f"cannot make environment {env_id!r}: {e}") from None
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail fast (before any training) if ``env_id`` is not a known environment."""
+    if env_id in PUSHT_IDS:
+        return
+    if env_id not in gym.registry:
+        import difflib
+
+        near = difflib.get_close_matches(env_id, list(gym.registry), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown environment {env_id!r}{hint}")

@@ -1,0 +1,158 @@
+"""Policy evaluation in a pool of Ray CPU actors, each holding a gymnasium vector env.
+
+Each actor rebuilds the algorithm on CPU from plain-state weights, and the policy acts batched
+over all envs of the actor: one ``act`` call per control step for ``envs_per_actor`` episodes.
+Episode ``i`` of an evaluation always uses environment seed ``eval_seed + i`` (whatever actor
+runs it), so scores are reproducible and a retried task gives the same numbers.
+
+Metrics (per evaluated model): ``eval/return_mean``, ``eval/return_std``, ``eval/normalized_score``
+(D4RL's ``100 * (R - random) / (expert - random)`` when the task has reference returns; for
+Push-T, 100 x the mean over episodes of each episode's best reward, the paper's test score),
+``eval/success_rate``, ``eval/max_reward_mean``, ``eval/length_mean``.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import ray
+import torch
+
+from platform.checkpoint import to_cpu
+
+ROLLOUT_ACTOR_OPTIONS = dict(max_restarts=2, max_task_retries=2)  # a killed actor is restarted, its task retried
+
+
+def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
+    """Roll out ``algo`` for ``len(seeds)`` episodes, ``len(env_fns)`` at a time, batched.
+
+    ``algo.act``: ``(B, To, obs_dim) -> (B, Ta, act_dim)``; the first ``Ta`` actions are executed
+    before replanning (receding horizon; To = Ta = 1 for single-step policies).
+    """
+    import gymnasium as gym
+
+    To = getattr(algo, "obs_horizon", 1)
+    out: list[dict] = []
+    n_envs = len(env_fns)
+    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    try:
+        for start in range(0, len(seeds), n_envs):
+            chunk = seeds[start:start + n_envs]
+            n = len(chunk)
+            # Pad the last chunk with repeats of its seeds; their episodes are discarded.
+            obs, _ = envs.reset(seed=[int(s) for s in chunk] + [int(chunk[0])] * (n_envs - n))
+            history = deque([obs] * To, maxlen=To)  # DP pads the start by repeating the first obs
+            ret = np.zeros(n_envs)
+            best = np.full(n_envs, -np.inf)
+            length = np.zeros(n_envs, dtype=int)
+            success = np.zeros(n_envs, dtype=bool)
+            done = np.zeros(n_envs, dtype=bool)
+            done[n:] = True
+            while not done.all():
+                obs_seq = torch.as_tensor(np.stack(history, axis=1), dtype=torch.float32)  # (B, To, obs_dim)
+                with torch.no_grad():
+                    actions = algo.act(obs_seq).cpu().numpy()  # (B, Ta, act_dim)
+                for t in range(actions.shape[1]):
+                    obs, reward, term, trunc, info = envs.step(actions[:, t])
+                    live = ~done
+                    ret[live] += reward[live]
+                    best[live] = np.maximum(best[live], reward[live])
+                    length[live] += 1
+                    if "is_success" in info:
+                        success[live] |= np.asarray(info["is_success"], dtype=bool)[live]
+                    done |= term | trunc
+                    history.append(obs)
+                    if done.all():
+                        break
+            for i in range(n):
+                out.append({"seed": int(chunk[i]), "return": float(ret[i]), "max_reward": float(best[i]),
+                            "length": int(length[i]), "success": bool(success[i])})
+    finally:
+        envs.close()
+    return out
+
+
+def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max: float | None) -> dict:
+    """Per-episode records -> the ``eval/...`` metrics of one model."""
+    from platform.envs import PUSHT_IDS
+
+    returns = np.array([e["return"] for e in episodes], dtype=np.float64)
+    best = np.array([e["max_reward"] for e in episodes], dtype=np.float64)
+    m = {
+        "eval/return_mean": float(returns.mean()),
+        "eval/return_std": float(returns.std()),
+        "eval/success_rate": float(np.mean([e["success"] for e in episodes])),
+        "eval/max_reward_mean": float(best.mean()),
+        "eval/length_mean": float(np.mean([e["length"] for e in episodes])),
+        "eval/episodes": len(episodes),
+    }
+    if env_id in PUSHT_IDS:
+        m["eval/normalized_score"] = 100.0 * float(best.mean())
+    elif ref_min is not None and ref_max is not None and ref_max != ref_min:
+        m["eval/normalized_score"] = float(100.0 * (returns.mean() - ref_min) / (ref_max - ref_min))
+    else:
+        m["eval/normalized_score"] = float("nan")
+    return m
+
+
+@ray.remote(**ROLLOUT_ACTOR_OPTIONS)
+class RolloutActor:
+    """Holds ``n_envs`` environments and a CPU copy of the policy."""
+
+    def __init__(self, env_id: str, n_envs: int, algorithm: str, config: dict, env_spec: dict):
+        import algorithms
+        from platform.envs import make_env
+
+        torch.set_num_threads(1)
+        config_cls, algo_cls = algorithms.get(algorithm)
+        self.algo = algo_cls(config_cls(**config), algorithms.EnvSpec.from_dict(env_spec), torch.device("cpu"))
+        self.env_fns = [lambda: make_env(env_id) for _ in range(n_envs)]
+
+    def evaluate(self, state: dict, seeds: list[int]) -> list[dict]:
+        self.algo.load_state_dict(state)
+        return run_episodes(self.algo, self.env_fns, seeds)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+class EvalPool:
+    """A pool of ``n_actors`` rollout actors; evaluates several models' weights in parallel."""
+
+    def __init__(self, env_id: str, algorithm: str, config: dict, env_spec: dict, *, n_actors: int,
+                 envs_per_actor: int, num_cpus: float = 0.5, resources: dict | None = None,
+                 ref_min: float | None = None, ref_max: float | None = None):
+        self.env_id, self.ref_min, self.ref_max = env_id, ref_min, ref_max
+        opts = dict(num_cpus=num_cpus)
+        if resources:
+            opts["resources"] = dict(resources)
+        self.actors = [RolloutActor.options(**opts).remote(env_id, envs_per_actor, algorithm, config, env_spec)
+                       for _ in range(n_actors)]
+
+    def evaluate(self, states: list[dict], n_episodes: int, first_seed: int) -> list[dict]:
+        """Evaluate each state dict on episodes ``first_seed .. first_seed + n_episodes - 1``.
+
+        Returns one ``eval/...`` metrics dict per state.  Work is spread over all actors.
+        """
+        seeds = list(range(first_seed, first_seed + n_episodes))
+        per_actor = math.ceil(n_episodes / len(self.actors))
+        futures = []
+        for state in states:
+            ref = ray.put(to_cpu(state))
+            futures.append([a.evaluate.remote(ref, seeds[i * per_actor:(i + 1) * per_actor])
+                            for i, a in enumerate(self.actors) if seeds[i * per_actor:(i + 1) * per_actor]])
+        out = []
+        for fs in futures:
+            episodes = [e for chunk in ray.get(fs) for e in chunk]
+            episodes.sort(key=lambda e: e["seed"])
+            out.append(summarize(episodes, self.env_id, self.ref_min, self.ref_max))
+        return out
+
+    def node_ids(self) -> list[str]:
+        return ray.get([a.node_id.remote() for a in self.actors])
+
+    def shutdown(self):
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

@@ -1,0 +1,157 @@
+"""Every trial's metric history -> one Parquet dataset per sweep (``<storage>/<name>/metrics.parquet``).
+
+One row per (trial, seed, report point)::
+
+    sweep, trial_id, algorithm, dataset, env, seed, config/<param>..., step, time_s,
+    train/<metric>..., eval/return_mean, eval/return_std, eval/normalized_score,
+    eval/success_rate, ..., time/steps_per_s, node/train, node/eval, status, error
+
+A failed trial keeps its rows (status ``ERROR``) and, if it never reported, gets one row with the
+reason in ``error``.  The file is written atomically (temp file + rename) and merged with what is
+already there, keyed by (sweep, trial_id, seed, step), so a resumed sweep appends without duplicates.
+Read it with ``pandas.read_parquet(path)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import pandas as pd
+
+from platform.checkpoint import atomic_write
+from platform.spec import SweepSpec
+
+KEY = ["sweep", "trial_id", "seed", "step"]
+_SEED_KEY = re.compile(r"^seed(-?\d+)/(.+)$")
+_SKIP = {"config", "checkpoint_dir_name", "checkpoint_path", "should_checkpoint", "done", "trial_id",
+         "experiment_tag", "date", "timestamp", "pid", "hostname", "node_ip", "time_since_restore",
+         "time_this_iter_s", "iterations_since_restore", "time_total_s", "training_iteration", "num_seeds",
+         "world_size", "is_eval", "step"}
+
+
+def results_path(storage: str, name: str) -> str:
+    return os.path.join(storage, name, "metrics.parquet")
+
+
+def save_spec(spec: SweepSpec, storage: str) -> None:
+    """Keep the study next to its results (reports cite it)."""
+    from platform.checkpoint import save_json
+
+    save_json(os.path.join(storage, spec.name, "spec.json"), spec.to_dict())
+
+
+def rows_from_history(history: list[dict], *, sweep: str, trial_id: str, algorithm: str, dataset: str, env: str,
+                      seeds: list[int], params: dict, status: str, error: str | None) -> list[dict]:
+    """Turn a trial's reported results (flat dicts) into one row per (seed, step)."""
+    rows = []
+    base = {"sweep": sweep, "trial_id": trial_id, "algorithm": algorithm, "dataset": dataset, "env": env,
+            "status": status, "error": error}
+    base.update({f"config/{k}": _plain(v) for k, v in params.items()})
+    for result in history:
+        step = result.get("step")
+        if step is None or (isinstance(step, float) and math.isnan(step)):
+            continue
+        shared = {k: v for k, v in result.items() if k.startswith(("time/", "node/"))}
+        per_seed: dict[int, dict] = {}
+        for k, v in result.items():
+            m = _SEED_KEY.match(k)
+            if m:
+                per_seed.setdefault(int(m.group(1)), {})[m.group(2)] = v
+        for seed, metrics in sorted(per_seed.items()):
+            rows.append({**base, "seed": seed, "step": int(step), "time_s": result.get("time/total_s"),
+                         **shared, **metrics})
+    if not rows:  # never reported: keep one row per seed that says why
+        rows = [{**base, "seed": s, "step": 0} for s in seeds]
+    return rows
+
+
+def _plain(v):
+    return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+
+
+def _trial_history(result) -> list[dict]:
+    df = result.metrics_dataframe
+    if df is None or len(df) == 0:
+        return [result.metrics] if result.metrics else []
+    return df.to_dict("records")
+
+
+def _error_line(err) -> str | None:
+    if err is None:
+        return None
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # The root cause is usually the last "SomethingError: ..." line of the chained traceback.
+    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    return (causes[-1] if causes else lines[-1] if lines else repr(err))[:500]
+
+
+def frame_from_grid(grid, spec: SweepSpec) -> pd.DataFrame:
+    from platform.datasets import dataset_env_id
+
+    env = spec.env or dataset_env_id(spec.dataset)
+    rows = []
+    for result in grid:
+        trial_id = _trial_id(result)
+        params = {**spec.config, **(result.config or {})}
+        status = "ERROR" if result.error else "TERMINATED"
+        rows += rows_from_history(_trial_history(result), sweep=spec.name, trial_id=trial_id,
+                                  algorithm=spec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
+                                  params=params, status=status, error=_error_line(result.error))
+    return pd.DataFrame(rows)
+
+
+def _trial_id(result) -> str:
+    if result.metrics and result.metrics.get("trial_id"):
+        return str(result.metrics["trial_id"])
+    # Trials that never reported: the id is the suffix of the trial directory name.
+    base = os.path.basename(str(result.path).rstrip("/"))
+    m = re.search(r"_([0-9a-f]{5,8}_\d+)_", base)
+    return m.group(1) if m else base
+
+
+def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """Union of old and new rows; for a repeated (sweep, trial, seed, step) the new row wins."""
+    df = new if old is None or len(old) == 0 else pd.concat([old, new], ignore_index=True)
+    df = df.drop_duplicates(subset=KEY, keep="last")
+    return df.sort_values(KEY, kind="stable").reset_index(drop=True)
+
+
+def write_frame(df: pd.DataFrame, path: str) -> str:
+    old = read_results(path) if os.path.exists(path) else None
+    df = merge(old, df)
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+    return path
+
+
+def write_results(grid, spec: SweepSpec, storage: str) -> str:
+    return write_frame(frame_from_grid(grid, spec), results_path(storage, spec.name))
+
+
+def read_results(path: str) -> pd.DataFrame:
+    """Read one results file (or a directory holding metrics.parquet) with a clear error."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.parquet")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no results at {path}")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid and friends on a corrupt file
+        raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+
+
+def best_trials(df: pd.DataFrame, metric: str, mode: str = "max", top: int = 5) -> pd.DataFrame | None:
+    """Per trial: its config and the final value of ``metric`` averaged over seeds, best first."""
+    if metric not in df.columns or df[metric].notna().sum() == 0:
+        return None
+    evald = df[df[metric].notna()]
+    last = evald.loc[evald.groupby(["trial_id", "seed"])["step"].idxmax()]
+    cfg = [c for c in df.columns if c.startswith("config/")]
+    summary = last.groupby("trial_id").agg(**{metric: (metric, "mean"), "seeds": ("seed", "nunique"),
+                                              "step": ("step", "max")})
+    params = last.groupby("trial_id")[cfg].first() if cfg else None
+    if params is not None:
+        summary = summary.join(params)
+    summary = summary.sort_values(metric, ascending=(mode == "min")).head(top)
+    return summary.reset_index()

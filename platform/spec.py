@@ -1,0 +1,427 @@
+"""YAML study -> typed, validated ``SweepSpec`` -> Ray Tune search space.
+
+Everything is checked before Ray starts; a bad file gives one line naming the file, the key,
+its line and the reason, e.g.::
+
+    search_spaces/x.yaml:7: train.stepz: unknown key (did you mean 'steps'?)
+
+A study (see ``search_spaces/*.yaml``)::
+
+    name: dql_eta
+    algorithm: dql
+    dataset: generated:pendulum-medium
+    config: {n_timesteps: 5}                # fixed algorithm parameters
+    train: {steps: 2000, batch_size: 256, eval_every: 500, eval_episodes: 10, seeds: [0, 1]}
+    search:
+      metric: eval/normalized_score
+      mode: max
+      searcher: optuna                      # optuna (TPE) | random | grid
+      num_samples: 8
+      scheduler: asha                       # asha | fifo
+      space:
+        eta: {loguniform: [0.1, 10.0]}      # uniform | loguniform | int | choice | grid | a fixed value
+    resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, eval_actors: 2}
+
+This module imports neither Ray nor torch at module level, so validation is instant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class SpecError(ValueError):
+    """A study file is invalid.  ``str(err)`` is the one line shown to the user."""
+
+    def __init__(self, file: str, key: str, reason: str, line: int | None = None):
+        self.file, self.key, self.reason, self.line = file, key, reason, line
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class TrainSpec:
+    steps: int = 2000              # gradient steps per seed (the paper's DQL budget is 2M; state yours)
+    batch_size: int = 256          # paper value for DQL / EDP / DP
+    eval_every: int = 500          # gradient steps between evaluations (paper: 50k for DQL)
+    eval_episodes: int = 10        # episodes per evaluation and seed (paper: 10 for D4RL, 50 for Push-T)
+    seeds: list[int] = field(default_factory=lambda: [0])  # trained inside one trial, one model each
+    checkpoint_every: int = 0      # 0 -> checkpoint at every evaluation
+    eval_seed: int = 100_000       # first environment seed of evaluation episodes (Push-T protocol)
+    log_every: int = 0             # 0 -> report train metrics only at evaluations
+
+
+@dataclass
+class SearchSpec:
+    metric: str = "eval/normalized_score"
+    mode: str = "max"
+    searcher: str = "optuna"
+    num_samples: int = 1
+    scheduler: str = "fifo"
+    seed: int = 0                  # the searcher's seed: the same study proposes the same trials
+    max_concurrent: int = 0        # 0 -> as many as the cluster's resources allow
+    grace_period: int = 1          # ASHA: evaluations before a trial may be stopped
+    reduction_factor: int = 2      # ASHA
+    space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ResourcesSpec:
+    workers: int = 1               # Ray Train workers per trial; seeds are split across them (0: in-process)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0   # fractional is fine: 0.25 puts 4 trials on one GPU
+    eval_actors: int = 2           # CPU actors that roll out the policy in gymnasium vector envs
+    cpus_per_eval_actor: float = 0.5
+    envs_per_actor: int = 0        # 0 -> ceil(eval_episodes / eval_actors)
+    eval_resources: dict[str, float] = field(default_factory=dict)  # custom resources, e.g. {rollout: 1}
+
+
+@dataclass
+class FailureSpec:
+    max_failures: int = 2          # worker restarts (from the last checkpoint) before a trial fails
+    trial_max_failures: int = 0    # Tune-level retries of a whole trial
+
+
+@dataclass
+class WandbSpec:
+    enabled: bool = False
+    project: str = "diffusion-rl"
+    mode: str = "offline"          # offline unless WANDB_MODE says otherwise
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    algorithm: str
+    dataset: str
+    env: str | None = None                      # evaluation env id; default: the dataset's
+    config: dict[str, Any] = field(default_factory=dict)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    failure: FailureSpec = field(default_factory=FailureSpec)
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    storage: str | None = None
+    path: str = "<dict>"                        # the file it came from
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        d = dict(d)
+        for key, sub in _SECTIONS.items():
+            if isinstance(d.get(key), dict):
+                d[key] = sub(**d[key])
+        return cls(**d)
+
+
+_SECTIONS = {"train": TrainSpec, "search": SearchSpec, "resources": ResourcesSpec,
+             "failure": FailureSpec, "wandb": WandbSpec}
+_DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "grid")
+_SEARCHERS = ("optuna", "random", "grid")
+_SCHEDULERS = ("asha", "fifo")
+
+
+# ----------------------------------------------------------------------------- YAML with lines
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each mapping key's path (tuple of keys) to its 1-based line in the YAML text."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                lines[p] = k.start_mark.line + 1
+                walk(v, p)
+
+    try:
+        walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+class _Checker:
+    """Type checks with file/key/line context."""
+
+    def __init__(self, file: str, lines: dict[tuple, int]):
+        self.file, self.lines = file, lines
+
+    def fail(self, path: tuple, reason: str):
+        line = None
+        for n in range(len(path), 0, -1):  # nearest key that has a line
+            if path[:n] in self.lines:
+                line = self.lines[path[:n]]
+                break
+        raise SpecError(self.file, ".".join(map(str, path)), reason, line)
+
+    def check_keys(self, path: tuple, data: dict, allowed: list[str]):
+        for key in data:
+            if key not in allowed:
+                near = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
+                self.fail(path + (key,), f"unknown key{hint}")
+
+    def coerce(self, path: tuple, value, typ):
+        """Check ``value`` against a dataclass field type given as a string annotation."""
+        t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+        t = t.replace(" ", "")
+        if value is None and "None" in t:
+            return None
+        if t.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(path, f"expected an integer, got {value!r}")
+        elif t.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(path, f"expected a number, got {value!r}")
+            value = float(value)
+        elif t.startswith("bool"):
+            if not isinstance(value, bool):
+                self.fail(path, f"expected true or false, got {value!r}")
+        elif t.startswith("str"):
+            if not isinstance(value, str):
+                self.fail(path, f"expected a string, got {value!r}")
+        elif t.startswith("list[int]"):
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                self.fail(path, f"expected a list of integers, got {value!r}")
+        elif t.startswith("dict"):
+            if not isinstance(value, dict):
+                self.fail(path, f"expected a mapping, got {value!r}")
+        return value
+
+    def section(self, path: tuple, data, cls):
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping, got {data!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        self.check_keys(path, data, list(fields))
+        return cls(**{k: self.coerce(path + (k,), v, fields[k].type) for k, v in data.items()})
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_spec(path: str, overrides: dict | None = None) -> SweepSpec:
+    """Read and validate a study file.  Raises ``SpecError`` (one clear line) on any problem."""
+    if not os.path.exists(path):
+        raise SpecError(path, "", "no such file")
+    with open(path) as f:
+        text = f.read()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise SpecError(path, "", f"malformed YAML: {getattr(e, 'problem', e)}",
+                        mark.line + 1 if mark else None) from None
+    return parse_spec(data, path, _key_lines(text), overrides)
+
+
+def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides: dict | None = None) -> SweepSpec:
+    c = _Checker(file, lines or {})
+    if not isinstance(data, dict):
+        c.fail((), f"a study must be a mapping with keys name, algorithm, dataset, ...; got {type(data).__name__}")
+    top = ["name", "algorithm", "dataset", "env", "config", "train", "search", "resources", "failure",
+           "wandb", "storage"]
+    c.check_keys((), data, top)
+    for req in ("name", "algorithm", "dataset"):
+        if req not in data:
+            c.fail((req,), "missing required key")
+        c.coerce((req,), data[req], "str")
+    name = data["name"]
+    if not name.replace("_", "").replace("-", "").isalnum():
+        c.fail(("name",), f"use letters, digits, '-' and '_' only (it names directories), got {name!r}")
+    if "env" in data and data["env"] is not None:
+        c.coerce(("env",), data["env"], "str")
+    if "storage" in data and data["storage"] is not None:
+        c.coerce(("storage",), data["storage"], "str")
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        c.fail(("config",), f"expected a mapping of algorithm parameters, got {config!r}")
+
+    sections = {key: c.section((key,), data.get(key), cls) for key, cls in _SECTIONS.items()}
+    for key, value in (overrides or {}).items():  # CLI overrides, e.g. {"search.num_samples": 3}
+        sec, attr = key.split(".")
+        setattr(sections[sec], attr, value)
+    spec = SweepSpec(name=name, algorithm=data["algorithm"], dataset=data["dataset"], env=data.get("env"),
+                     config=config, storage=data.get("storage"), path=file, **sections)
+    _validate(spec, c)
+    return spec
+
+
+def _validate(spec: SweepSpec, c: _Checker):
+    import algorithms  # light: the registry imports algorithm modules lazily
+
+    t, s, r = spec.train, spec.search, spec.resources
+    for key, value, low in (("steps", t.steps, 1), ("batch_size", t.batch_size, 1), ("eval_every", t.eval_every, 1),
+                            ("eval_episodes", t.eval_episodes, 1), ("checkpoint_every", t.checkpoint_every, 0),
+                            ("log_every", t.log_every, 0)):
+        if value < low:
+            c.fail(("train", key), f"must be >= {low}, got {value}")
+    if not t.seeds:
+        c.fail(("train", "seeds"), "give at least one seed")
+    if len(set(t.seeds)) != len(t.seeds):
+        c.fail(("train", "seeds"), f"seeds must be distinct, got {t.seeds}")
+    if s.mode not in ("max", "min"):
+        c.fail(("search", "mode"), f"must be 'max' or 'min', got {s.mode!r}")
+    if s.searcher not in _SEARCHERS:
+        c.fail(("search", "searcher"), f"must be one of {', '.join(_SEARCHERS)}, got {s.searcher!r}")
+    if s.scheduler not in _SCHEDULERS:
+        c.fail(("search", "scheduler"), f"must be one of {', '.join(_SCHEDULERS)}, got {s.scheduler!r}")
+    if not (s.metric.startswith("eval/") or s.metric.startswith("train/")):
+        c.fail(("search", "metric"), f"must be a reported metric such as eval/normalized_score, got {s.metric!r}")
+    if s.num_samples < 1:
+        c.fail(("search", "num_samples"), f"must be >= 1, got {s.num_samples}")
+    if s.max_concurrent < 0:
+        c.fail(("search", "max_concurrent"), f"must be >= 0, got {s.max_concurrent}")
+    if r.workers < 0 or r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_eval_actor <= 0:
+        c.fail(("resources",), "resource amounts must be non-negative (cpus_per_eval_actor > 0)")
+    if r.eval_actors < 1:
+        c.fail(("resources", "eval_actors"), f"must be >= 1, got {r.eval_actors}")
+    if r.workers > len(t.seeds):
+        c.fail(("resources", "workers"), f"{r.workers} workers but only {len(t.seeds)} seeds: seeds are split across workers")
+
+    if spec.algorithm not in algorithms.REGISTRY:
+        near = difflib.get_close_matches(spec.algorithm, algorithms.names(), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        c.fail(("algorithm",), f"unknown algorithm {spec.algorithm!r}{hint}; known: {', '.join(algorithms.names())}")
+    try:
+        fields = algorithms.config_fields(spec.algorithm)
+    except ImportError as e:
+        c.fail(("algorithm",), f"cannot import algorithm {spec.algorithm!r}: {e}")
+
+    def check_param(section, key):
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            c.fail((section, key), f"{spec.algorithm} has no parameter {key!r}{hint}")
+
+    for key in spec.config:
+        check_param("config", key)
+    grid_used = False
+    for key, dist in s.space.items():
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            c.fail(("search", "space", key), f"{spec.algorithm} has no parameter {key!r}{hint}")
+        if key in spec.config:
+            c.fail(("search", "space", key), "also fixed in config: choose one")
+        grid_used |= _check_distribution(c, ("search", "space", key), dist)
+    if grid_used and s.searcher == "optuna":
+        c.fail(("search", "searcher"), "grid parameters need searcher: grid (or use choice with optuna)")
+
+    # Build the config at a few points of the space so that __post_init__ errors surface now.
+    for point in _corner_points(s.space):
+        params = {**spec.config, **point}
+        try:
+            algorithms.build_config(spec.algorithm, params)
+        except (TypeError, ValueError) as e:
+            bad = next((k for k in point if k in str(e)), None)
+            path = ("search", "space", bad) if bad else ("config",)
+            c.fail(path, f"invalid {spec.algorithm} config {params}: {e}")
+
+
+def _check_distribution(c: _Checker, path: tuple, dist) -> bool:
+    """Validate one search-space entry; return True if it is a grid."""
+    if not isinstance(dist, dict):
+        return False  # a fixed value
+    if len(dist) != 1:
+        c.fail(path, f"give exactly one of {', '.join(_DISTRIBUTIONS)}, got {list(dist)}")
+    (kind, args), = dist.items()
+    if kind not in _DISTRIBUTIONS:
+        near = difflib.get_close_matches(str(kind), _DISTRIBUTIONS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(_DISTRIBUTIONS)})"
+        c.fail(path + (kind,), f"unknown distribution{hint}")
+    if not isinstance(args, list) or not args:
+        c.fail(path + (kind,), f"expected a non-empty list, got {args!r}")
+    if kind in ("uniform", "loguniform", "int"):
+        if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            c.fail(path + (kind,), f"expected [low, high] numbers, got {args!r}")
+        lo, hi = args
+        if not lo < hi:
+            c.fail(path + (kind,), f"low must be < high, got {args!r}")
+        if kind == "loguniform" and lo <= 0:
+            c.fail(path + (kind,), f"loguniform needs low > 0, got {args!r}")
+        if kind == "int" and not all(isinstance(a, int) for a in args):
+            c.fail(path + (kind,), f"int needs integer bounds, got {args!r}")
+    return kind == "grid"
+
+
+def _corner_points(space: dict) -> list[dict]:
+    """A few points of the space (all lows, all highs, each choice) to validate configs early."""
+    lows, highs, points = {}, {}, []
+    for key, dist in space.items():
+        if not isinstance(dist, dict):
+            lows[key] = highs[key] = dist
+            continue
+        (kind, args), = dist.items()
+        if kind in ("choice", "grid"):
+            lows[key], highs[key] = args[0], args[-1]
+            points += [{key: a} for a in args[1:-1]]
+        else:
+            lows[key], highs[key] = args[0], args[1]
+    fixed = {k: v for k, v in lows.items()}
+    return [lows, highs] + [{**fixed, **p} for p in points]
+
+
+# ----------------------------------------------------------------------------- Tune
+
+
+def param_space(spec: SweepSpec) -> dict:
+    """The Tune search space: the searched parameters, flat, keyed by config field name."""
+    from ray import tune
+
+    out = {}
+    for key, dist in spec.search.space.items():
+        if not isinstance(dist, dict):
+            out[key] = dist
+            continue
+        (kind, args), = dist.items()
+        if kind == "uniform":
+            out[key] = tune.uniform(*args)
+        elif kind == "loguniform":
+            out[key] = tune.loguniform(*args)
+        elif kind == "int":
+            out[key] = tune.randint(args[0], args[1] + 1)  # inclusive high, as users expect
+        elif kind == "choice":
+            out[key] = tune.choice(args)
+        else:
+            out[key] = tune.grid_search(args)
+    return out
+
+
+def num_grid_points(spec: SweepSpec) -> int:
+    n = 1
+    for dist in spec.search.space.values():
+        if isinstance(dist, dict) and "grid" in dist:
+            n *= len(dist["grid"])
+    return n
+
+
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """CPU/GPU one trial holds while it runs (Train workers + evaluation actors)."""
+    r = spec.resources
+    workers = max(r.workers, 1)
+    return {"CPU": workers * r.cpus_per_worker * (r.workers > 0) + r.eval_actors * r.cpus_per_eval_actor,
+            "GPU": workers * r.gpus_per_worker}
+
+
+def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
+    """How many trials fit at once: Train worker groups are not Tune-managed, so we cap it ourselves."""
+    if spec.search.max_concurrent:
+        return spec.search.max_concurrent
+    need = trial_resources(spec)
+    fits = [math.floor(cluster.get(k, 0) / v + 1e-9) for k, v in need.items() if v > 0]
+    return max(1, min(fits) if fits else 1)

@@ -1,0 +1,274 @@
+"""``python -m platform.sweep SPEC.yaml``: run a study with Ray Tune + Optuna, write Parquet.
+
+    python -m platform.sweep search_spaces/quickstart.yaml
+    python -m platform.sweep search_spaces/dql_eta.yaml --num-samples 4 --storage /shared/results
+    python -m platform.sweep search_spaces/dql_eta.yaml --resume      # finish an interrupted sweep
+    python -m platform.sweep search_spaces/dql_eta.yaml --dry-run     # validate and print the plan
+    ray job submit --working-dir . -- python -m platform.sweep search_spaces/dql_eta.yaml
+
+Each Tune trial is a small function trainable that launches a Ray Train ``TorchTrainer``
+(``platform.training.train_loop``); the Train run reports every evaluation to Tune through
+``TuneReportCallback``.  Results land in ``<storage>/<name>/metrics.parquet`` (see
+``platform.results``) and a report in ``reports/<name>/``.  This is the only module that knows Tune.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from platform.spec import SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points, param_space
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
+WORKING_DIR_EXCLUDES = [".git", "**/__pycache__", "results", "reports", ".pytest_cache", "*.hdf5", ".venv",
+                        "wandb", ".whl", ".gl"]
+PASS_ENV = ("DRL_DATA_DIR", "WANDB_MODE", "PUSHT_ZARR", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def default_storage() -> str:
+    return os.environ.get("DRL_RESULTS_DIR", os.path.join(REPO_ROOT, "results"))
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
+
+    Workers import ``platform.*`` only if the project is on their path from the start: a job's
+    ``--working-dir .`` does that on a cluster, ``runtime_env={"working_dir": repo}`` locally.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars})
+
+
+def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
+    """Tune function trainable: one Ray Train run for this trial's parameters."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from platform.training import train_loop
+
+    spec = SweepSpec.from_dict(spec_dict)
+    r = spec.resources
+    trial_id = tune.get_context().get_trial_id()
+    per_worker = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        per_worker["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": spec_dict, "params": params},
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                               resources_per_worker=per_worker),
+        # Same name on a resumed sweep -> Train restores its checkpoint manager and the loop resumes.
+        run_config=ray.train.RunConfig(
+            name=f"train_{trial_id}", storage_path=os.path.join(storage, spec.name, "_train"),
+            failure_config=ray.train.FailureConfig(max_failures=spec.failure.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+class ProgressPrinter:
+    """One short line per reported evaluation, and a line per finished or failed trial."""
+
+    def __init__(self, metric: str, total: int):
+        from ray.tune import Callback
+
+        class _CB(Callback):
+            def on_trial_result(cb, iteration, trials, trial, result):
+                if not result.get("is_eval", 1):
+                    return
+                params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
+                print(f"[sweep] {trial.trial_id} step {result.get('step')}: {metric}="
+                      f"{_fmt(result.get(metric))} ({params})", flush=True)
+
+            def on_trial_complete(cb, iteration, trials, trial):
+                done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+                print(f"[sweep] {trial.trial_id} finished ({done}/{total} trials done)", flush=True)
+
+            def on_trial_error(cb, iteration, trials, trial):
+                print(f"[sweep] {trial.trial_id} FAILED: {_last_line(trial.error_file)}", flush=True)
+
+        self.callback = _CB()
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _last_line(path) -> str:
+    try:
+        with open(path) as f:
+            lines = [l.strip() for l in f if l.strip()]
+        return lines[-1] if lines else "?"
+    except (OSError, TypeError):
+        return "?"
+
+
+def build_tuner(spec: SweepSpec, storage: str, resume: bool):
+    import ray
+    from ray import tune
+
+    s = spec.search
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, spec_dict=spec.to_dict(), storage=storage),
+        {"cpu": 0.01},  # the trainable only launches the Train run; it must still ask for something
+    )
+    exp_path = os.path.join(storage, spec.name)
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SpecError(spec.path, "", f"--resume: no sweep to resume at {exp_path}")
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+
+    if s.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=s.seed)
+    if s.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor,
+                                  max_t=max(1, spec.train.steps // spec.train.eval_every + 1))
+    else:
+        from ray.tune.schedulers import FIFOScheduler
+
+        scheduler = FIFOScheduler()
+    cluster = ray.cluster_resources()
+    concurrent = max_concurrent_trials(spec, cluster)
+    callbacks = [ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec)).callback]
+    if spec.wandb.enabled:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=spec.wandb.project, group=spec.name,
+                                             mode=os.environ.get("WANDB_MODE", spec.wandb.mode)))
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=search_alg, scheduler=scheduler,
+                                    num_samples=s.num_samples, max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=storage, callbacks=callbacks, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False, report: bool = True) -> str:
+    """Run (or resume) a study; return the path of its Parquet dataset."""
+    from platform import results
+
+    storage = os.path.abspath(storage or spec.storage or default_storage())
+    _check_storage(spec, storage)
+    init_ray()
+    os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
+    results.save_spec(spec, storage)
+    t0 = time.time()
+    tuner = build_tuner(spec, storage, resume)
+    print(f"[sweep] {spec.name}: {spec.algorithm} on {spec.dataset}, {spec.search.num_samples} sample(s) x "
+          f"{len(spec.train.seeds)} seed(s), {spec.train.steps} steps each; storage {storage}", flush=True)
+    grid = tuner.fit()
+    path = results.write_results(grid, spec, storage)
+    wall = time.time() - t0
+    df = results.read_results(path)
+    print(f"[sweep] done in {wall:.0f}s: {df['trial_id'].nunique()} trials, {len(df)} rows -> {path}", flush=True)
+    best = results.best_trials(df, spec.search.metric, spec.search.mode)
+    if best is not None:
+        print(best.to_string(index=False), flush=True)
+    if report:
+        try:
+            from platform.report import build_report
+
+            out = build_report([path], os.path.join(REPO_ROOT, "reports", spec.name))
+            print(f"[sweep] report: {out}", flush=True)
+        except ImportError:
+            pass
+    return path
+
+
+def _check_storage(spec: SweepSpec, storage: str) -> None:
+    """Fail before training if results cannot be written (not writable, or no space)."""
+    if "://" in storage:
+        return  # remote storage (s3://, gs://) is checked by pyarrow when Tune writes
+    probe_dir = storage
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir) or "."
+    if not os.access(probe_dir, os.W_OK):
+        raise SpecError(spec.path, "storage", f"results directory {storage} is not writable")
+    free = os.statvfs(probe_dir)
+    if free.f_bavail * free.f_frsize < 50 * 2**20:
+        raise SpecError(spec.path, "storage", f"less than 50 MiB free at {storage}")
+
+
+def _preflight(spec: SweepSpec) -> None:
+    """Cheap checks that need imports but no Ray: the dataset resolves, the env id exists."""
+    from platform.datasets import check_dataset
+    from platform.envs import check_env_id
+
+    try:
+        env_id = check_dataset(spec.dataset)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise SpecError(spec.path, "dataset", str(e)) from None
+    try:
+        check_env_id(spec.env or env_id)
+    except ValueError as e:
+        raise SpecError(spec.path, "env" if spec.env else "dataset", str(e)) from None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m platform.sweep", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="study YAML, e.g. search_spaces/quickstart.yaml")
+    p.add_argument("--num-samples", type=int, help="override search.num_samples")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--storage", help="results directory (default: ./results, or the spec's storage)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep; finished trials are kept")
+    p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    args = p.parse_args(argv)
+    overrides = {}
+    if args.num_samples is not None:
+        overrides["search.num_samples"] = args.num_samples
+    if args.steps is not None:
+        overrides["train.steps"] = args.steps
+    try:
+        spec = load_spec(args.spec, overrides)
+        _preflight(spec)
+        storage = os.path.abspath(args.storage or spec.storage or default_storage())
+        _check_storage(spec, storage)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"{spec.path}: OK\n  algorithm {spec.algorithm}, dataset {spec.dataset}, env {spec.env or '(dataset)'}\n"
+              f"  fixed config {spec.config}\n  search {spec.search.searcher}/{spec.search.scheduler} over "
+              f"{spec.search.space} x {spec.search.num_samples}\n  train {spec.train}\n  resources {spec.resources}\n"
+              f"  storage {storage}")
+        return 0
+    try:
+        run_sweep(spec, storage, resume=args.resume, report=not args.no_report)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
