@@ -1,0 +1,117 @@
+"""Study YAML validation: every bad input names the file, the key (and line) and the reason."""
+import textwrap
+
+import pytest
+
+from platform.spec import SpecError, load_spec, max_concurrent_trials, param_space, trial_resources
+
+GOOD = """\
+name: t
+algorithm: bc
+dataset: generated:pendulum-medium
+config: {hidden_dim: 64}
+train: {steps: 10, batch_size: 32, eval_every: 5, eval_episodes: 2, seeds: [0, 1]}
+search:
+  searcher: optuna
+  num_samples: 3
+  space:
+    lr: {loguniform: [0.0001, 0.01]}
+resources: {workers: 1, eval_actors: 1}
+"""
+
+
+def write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def test_good_spec_parses(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD))
+    assert spec.algorithm == "bc" and spec.train.seeds == [0, 1] and spec.train.steps == 10
+    assert spec.search.space == {"lr": {"loguniform": [0.0001, 0.01]}}
+    space = param_space(spec)
+    assert type(space["lr"]).__name__ == "Float" and space["lr"].lower == 0.0001
+
+
+def err(tmp_path, text) -> SpecError:
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(e.value).startswith(path), str(e.value)
+    return e.value
+
+
+def test_unknown_top_level_key_suggests(tmp_path):
+    e = err(tmp_path, GOOD + "serch: {}\n")
+    assert e.key == "serch" and "did you mean 'search'" in e.reason and e.line == 12
+
+
+def test_unknown_nested_key_names_path_and_line(tmp_path):
+    e = err(tmp_path, GOOD.replace("steps: 10", "stepz: 10"))
+    assert e.key == "train.stepz" and "did you mean 'steps'" in e.reason and e.line == 5
+
+
+def test_wrong_type(tmp_path):
+    e = err(tmp_path, GOOD.replace("steps: 10", "steps: ten"))
+    assert e.key == "train.steps" and "integer" in e.reason
+
+
+def test_out_of_range(tmp_path):
+    e = err(tmp_path, GOOD.replace("eval_every: 5", "eval_every: 0"))
+    assert e.key == "train.eval_every" and ">= 1" in e.reason
+
+
+def test_unknown_algorithm(tmp_path):
+    e = err(tmp_path, GOOD.replace("algorithm: bc", "algorithm: dqll"))
+    assert e.key == "algorithm" and "dqll" in e.reason and "did you mean 'dql'" in e.reason
+
+
+def test_parameter_not_in_config(tmp_path):
+    e = err(tmp_path, GOOD.replace("lr: {log", "learning_rate: {log"))
+    assert e.key == "search.space.learning_rate" and "bc has no parameter" in e.reason
+
+
+def test_fixed_parameter_not_in_config(tmp_path):
+    e = err(tmp_path, GOOD.replace("hidden_dim: 64", "hiden_dim: 64"))
+    assert e.key == "config.hiden_dim" and "did you mean 'hidden_dim'" in e.reason
+
+
+def test_bad_distribution(tmp_path):
+    e = err(tmp_path, GOOD.replace("loguniform: [0.0001, 0.01]", "logunifrom: [0.0001, 0.01]"))
+    assert "unknown distribution" in e.reason and "loguniform" in e.reason
+    e = err(tmp_path, GOOD.replace("[0.0001, 0.01]", "[0.01, 0.0001]"))
+    assert "low must be < high" in e.reason
+
+
+def test_grid_needs_grid_searcher(tmp_path):
+    e = err(tmp_path, GOOD.replace("{loguniform: [0.0001, 0.01]}", "{grid: [0.001, 0.01]}"))
+    assert e.key == "search.searcher"
+
+
+def test_invalid_config_value_caught_before_ray(tmp_path):
+    e = err(tmp_path, GOOD.replace("hidden_dim: 64", "hidden_dim: -3"))
+    assert "invalid bc config" in e.reason
+
+
+def test_malformed_yaml_has_line(tmp_path):
+    e = err(tmp_path, GOOD.replace("name: t", "name: [t"))
+    assert "malformed YAML" in e.reason and e.line is not None
+
+
+def test_missing_required_key(tmp_path):
+    e = err(tmp_path, GOOD.replace("dataset: generated:pendulum-medium\n", ""))
+    assert e.key == "dataset" and "missing" in e.reason
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec("/nonexistent/study.yaml")
+
+
+def test_resources_and_concurrency(tmp_path):
+    spec = load_spec(write(tmp_path, GOOD))
+    need = trial_resources(spec)
+    assert need == {"CPU": 1 + 0.5, "GPU": 0.0}
+    assert max_concurrent_trials(spec, {"CPU": 2.0}) == 1
+    assert max_concurrent_trials(spec, {"CPU": 6.0}) == 4

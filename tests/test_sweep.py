@@ -1,0 +1,121 @@
+"""End-to-end sweeps through the real CLI: YAML -> Tune/Optuna -> Ray Train -> eval actors -> Parquet.
+
+Each test runs `python -m platform.sweep` in a subprocess (a real local Ray per run), as a user
+would.  Small budgets: BC on the generated Pendulum dataset, a few steps per trial.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = """\
+name: {name}
+algorithm: bc
+dataset: generated:pendulum-medium
+train: {{steps: {steps}, batch_size: 64, eval_every: {eval_every}, eval_episodes: 2, seeds: [0, 1]}}
+search:
+  searcher: {searcher}
+  num_samples: {num_samples}
+  scheduler: fifo
+  max_concurrent: 1
+  space:
+    lr: {space}
+resources: {{workers: 1, cpus_per_worker: 1, eval_actors: 2, cpus_per_eval_actor: 0.25}}
+failure: {{max_failures: 0}}
+"""
+
+
+def make_spec(tmp_path, name="tiny", steps=40, eval_every=20, searcher="optuna", num_samples=3,
+              space="{loguniform: [0.0001, 0.01]}"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(TINY.format(name=name, steps=steps, eval_every=eval_every, searcher=searcher,
+                             num_samples=num_samples, space=space))
+    return str(p)
+
+
+def run_cli(args, env=None, timeout=600):
+    env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "platform.sweep", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_three_trial_sweep_writes_parquet(tmp_path, data_dir):
+    spec = make_spec(tmp_path)
+    storage = tmp_path / "results"
+    out = run_cli([spec, "--storage", str(storage), "--no-report"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(storage / "tiny" / "metrics.parquet")
+    for col in ["sweep", "trial_id", "algorithm", "dataset", "seed", "config/lr", "step", "time_s", "train/loss",
+                "eval/return_mean", "eval/return_std", "eval/normalized_score", "eval/success_rate", "status"]:
+        assert col in df.columns, col
+    assert df["trial_id"].nunique() == 3
+    assert (df["status"] == "TERMINATED").all()
+    # every trial: both seeds at both evaluation points, no duplicates
+    assert sorted(df.groupby("trial_id").size().unique()) == [4]
+    assert set(df["step"]) == {20, 40} and set(df["seed"]) == {0, 1}
+    assert not df.duplicated(["trial_id", "seed", "step"]).any()
+    assert df["eval/return_mean"].notna().all() and (df["eval/return_mean"] < 0).all()  # Pendulum returns < 0
+    lrs = df.groupby("trial_id")["config/lr"].first()
+    assert lrs.nunique() == 3 and ((lrs >= 1e-4) & (lrs <= 1e-2)).all()
+    assert "[sweep] done" in out.stdout
+
+
+def test_failing_trial_does_not_stop_sweep(tmp_path, data_dir):
+    # lr = 1e30 makes the weights explode on the first Adam step: the loss becomes inf -> the trial fails.
+    spec = make_spec(tmp_path, name="crash", steps=20, eval_every=10, searcher="grid", num_samples=1,
+                     space="{grid: [0.001, 1.0e+30]}")
+    storage = tmp_path / "results"
+    out = run_cli([spec, "--storage", str(storage), "--no-report"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(storage / "crash" / "metrics.parquet")
+    by_status = df.groupby("status")["config/lr"].first()
+    assert by_status["ERROR"] == pytest.approx(1e30) and by_status["TERMINATED"] == pytest.approx(1e-3)
+    err = df[df["status"] == "ERROR"]["error"].iloc[0]
+    assert "non-finite" in err, err
+    ok = df[df["status"] == "TERMINATED"]
+    assert set(ok["step"]) == {10, 20} and ok["eval/return_mean"].notna().all()
+
+
+def test_bad_spec_exits_2_and_starts_nothing(tmp_path):
+    spec = make_spec(tmp_path).replace(".yaml", ".yaml")
+    text = open(spec).read().replace("num_samples", "num_sample")
+    open(spec, "w").write(text)
+    out = run_cli([spec, "--storage", str(tmp_path / "r")])
+    assert out.returncode == 2
+    assert "search.num_sample" in out.stderr and "did you mean 'num_samples'" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_after_driver_killed(tmp_path, data_dir):
+    spec = make_spec(tmp_path, name="resume", steps=60, eval_every=20, num_samples=3)
+    storage = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "platform.sweep", spec, "--storage", str(storage), "--no-report"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    finished, lines, deadline = [], [], time.time() + 400
+    for line in proc.stdout:
+        lines.append(line)
+        if "finished (" in line:
+            finished.append(line.split()[1])
+            break
+        assert time.time() < deadline, "".join(lines[-50:])
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die mid-sweep
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    assert finished, "".join(lines[-50:])
+    out = run_cli([spec, "--storage", str(storage), "--no-report", "--resume"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(storage / "resume" / "metrics.parquet")
+    assert df["trial_id"].nunique() == 3
+    assert (df["status"] == "TERMINATED").all()
+    assert not df.duplicated(["trial_id", "seed", "step"]).any()
+    assert df.groupby("trial_id").size().tolist() == [6, 6, 6]  # 2 seeds x 3 evaluations each
+    # the trial that had finished before the kill was not run again
+    assert f"{finished[0]} step" not in out.stdout, out.stdout[-3000:]
