@@ -10,11 +10,11 @@ import json
 import os
 import tempfile
 
-import torch
-
 
 def to_cpu(tree):
     """Recursively move tensors in nested dicts/lists to CPU (for shipping weights to actors)."""
+    import torch  # lazy: results/report import this module and should stay torch-free
+
     if torch.is_tensor(tree):
         return tree.detach().cpu()
     if isinstance(tree, dict):
@@ -40,10 +40,14 @@ def atomic_write(path: str, write_fn) -> None:
 
 
 def save_state(path: str, state: dict) -> None:
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(to_cpu(state), tmp))
 
 
-def load_state(path: str, device: torch.device | str = "cpu") -> dict:
+def load_state(path: str, device="cpu") -> dict:
+    import torch
+
     return torch.load(path, map_location=device, weights_only=True)
 
 
@@ -62,6 +66,8 @@ def load_json(path: str) -> dict:
 
 def load_policy(checkpoint_dir: str, seed: int | None = None, device: str = "cpu"):
     """Rebuild a trained algorithm from a checkpoint directory written by ``platform.training``."""
+    import torch
+
     import algorithms
 
     meta = load_json(os.path.join(checkpoint_dir, "meta.json"))

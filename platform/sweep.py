@@ -198,8 +198,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
             out = build_report([path], os.path.join(REPO_ROOT, "reports", spec.name))
             print(f"[sweep] report: {out}", flush=True)
-        except ImportError:
-            pass
+        except Exception as e:  # the results are written; a report problem must not fail the sweep
+            print(f"[sweep] report failed: {type(e).__name__}: {e}", flush=True)
     return path
 
 

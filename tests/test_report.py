@@ -1,0 +1,428 @@
+"""platform/report.py on a small Parquet file written here with known values (real pyarrow, no mocks).
+
+The study: 2 algorithms x 3 trials x 3 seeds x 4 evaluations on d4rl:hopper-medium-v2, searched
+parameter ``eta`` (0.1, 1, 10: two decades, so a log axis), a fixed ``n_timesteps``, train-only rows
+between evaluations (NaN eval columns), and one extra EDP trial that failed before reporting.
+Expected numbers are computed here with numpy from the arrays below, not with the report's code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from platform import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET, ENV = "d4rl:hopper-medium-v2", "Hopper-v5"
+BENCH = f"{DATASET} ({ENV})"
+ETAS = [0.1, 1.0, 10.0]
+SEEDS = [0, 1, 2]
+STEPS = [1000, 2000, 3000, 4000]
+# Final normalized score per (algorithm, trial, seed); earlier evaluations are final * step / 4000.
+FINAL = {
+    "dql": np.array([[40.0, 44.0, 48.0], [60.0, 62.0, 67.0], [30.0, 35.0, 20.0]]),
+    "edp": np.array([[50.0, 52.0, 57.0], [55.0, 58.0, 50.0], [10.0, 12.0, 14.0]]),
+}
+FAILED_ERROR = "RuntimeError: CUDA error: out of memory"
+SPEC = {"name": "toy", "algorithm": "dql", "dataset": DATASET, "env": ENV, "config": {"n_timesteps": 5},
+        "train": {"steps": 4000, "batch_size": 256, "eval_every": 1000, "eval_episodes": 10, "seeds": SEEDS},
+        "search": {"metric": "eval/normalized_score", "mode": "max", "space": {"eta": {"loguniform": [0.1, 10.0]}}},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "eval_actors": 2,
+                      "cpus_per_eval_actor": 0.5}}
+
+
+def trial_id(algo: str, i: int) -> str:
+    return f"{algo}{i:03d}_0000{i}"
+
+
+def make_frame() -> pd.DataFrame:
+    rows = []
+    for algo, finals in FINAL.items():
+        for i, eta in enumerate(ETAS):
+            base = {"sweep": "toy", "trial_id": trial_id(algo, i), "algorithm": algo, "dataset": DATASET, "env": ENV,
+                    "config/eta": eta, "config/n_timesteps": 5, "status": "TERMINATED", "error": None}
+            for s, seed in enumerate(SEEDS):
+                for step in STEPS:
+                    score = finals[i, s] * step / 4000
+                    timing = {"time_s": step / 100, "time/total_s": step / 100,
+                              "time/steps_per_s": 100.0 + 10 * (algo == "edp"), "node/train": "n1", "node/eval": "n1"}
+                    # a train-only log between evaluations: eval columns NaN, must be ignored
+                    rows.append({**base, **timing, "time/eval_s": 0.0, "seed": seed, "step": step - 500,
+                                 "train/loss": 1.0})
+                    rows.append({**base, **timing, "time/eval_s": 1.0, "seed": seed, "step": step, "train/loss": 0.5,
+                                 "eval/return_mean": 30 * score, "eval/return_std": 1.0,
+                                 "eval/normalized_score": score, "eval/success_rate": 0.0,
+                                 "eval/max_reward_mean": 1.0, "eval/length_mean": 1000.0, "eval/episodes": 10})
+    for seed in SEEDS:  # a trial that died before its first report: one row per seed with the reason
+        rows.append({"sweep": "toy", "trial_id": "edp999_00099", "algorithm": "edp", "dataset": DATASET, "env": ENV,
+                     "config/eta": 3.0, "config/n_timesteps": 5, "seed": seed, "step": 0, "status": "ERROR",
+                     "error": FAILED_ERROR})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("results") / "toy"
+    d.mkdir()
+    make_frame().to_parquet(d / "metrics.parquet", index=False, engine="pyarrow")
+    (d / "spec.json").write_text(json.dumps(SPEC))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def built(results_dir, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("report") / "toy")
+    return report.build_report([results_dir], out)
+
+
+# ----------------------------------------------------------------------------- HTML helpers
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Checker(HTMLParser):
+    """Collects structure problems, <img> sources and tables (caption, header, rows of cell text)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.imgs: list[str] = []
+        self.tables: list[dict] = []
+        self.doctype = False
+        self._cell: list[str] | None = None
+        self._caption: list[str] | None = None
+        self._row: list[str] | None = None
+
+    def handle_decl(self, decl):
+        self.doctype |= decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        if tag == "img":
+            self.imgs.append(dict(attrs).get("src", ""))
+        if tag == "table":
+            self.tables.append({"caption": "", "header": [], "rows": []})
+        elif tag == "caption":
+            self._caption = []
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+        if tag == "caption":
+            self.tables[-1]["caption"] = "".join(self._caption).strip()
+            self._caption = None
+        elif tag in ("td", "th"):
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr":
+            t = self.tables[-1]
+            if not t["header"]:
+                t["header"] = self._row
+            else:
+                t["rows"].append(self._row)
+
+    def handle_data(self, data):
+        for buf in (self._cell, self._caption):
+            if buf is not None:
+                buf.append(data)
+
+
+def parse(path: str) -> Checker:
+    c = Checker()
+    with open(path, encoding="utf-8") as f:
+        c.feed(f.read())
+    c.close()
+    return c
+
+
+def table(c: Checker, caption_start: str) -> dict:
+    found = [t for t in c.tables if t["caption"].startswith(caption_start)]
+    assert len(found) == 1, [t["caption"] for t in c.tables]
+    return found[0]
+
+
+def cell(t: dict, row: list[str], column: str) -> str:
+    return row[t["header"].index(column)]
+
+
+def hand_iqm(x) -> float:
+    """rliable's IQM, written independently: drop floor(n/4) runs at each end."""
+    x = sorted(np.asarray(x, dtype=float).ravel())
+    k = len(x) // 4
+    return float(np.mean(x[k:len(x) - k]))
+
+
+# ----------------------------------------------------------------------------- (b) statistics
+
+
+def test_iqm_hand_computed():
+    # sorted: -50 0 | 3 4 5 6 | 10 100 -> middle half 3, 4, 5, 6
+    assert report.iqm([10, 0, 3, 100, 4, 5, -50, 6]) == pytest.approx(4.5)
+    assert report.iqm([1, 2, 9]) == pytest.approx(4.0)            # n < 4: nothing trimmed
+    assert report.iqm([1, 2, 3, 4, 1000]) == pytest.approx(3.0)   # trims one each end
+    rng = np.random.default_rng(0)
+    for n in (4, 7, 9, 30):
+        x = rng.normal(size=n)
+        assert report.iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25))
+    assert np.isnan(report.iqm([]))
+
+
+def test_bootstrap_ci_contains_point_and_is_deterministic():
+    x = np.array([40.0, 44.0, 48.0, 60.0, 62.0, 67.0, 30.0, 35.0, 20.0])
+    lo, hi = report.stratified_bootstrap_ci([x])
+    assert lo <= report.iqm(x) <= hi and lo < hi
+    assert report.stratified_bootstrap_ci([x]) == (lo, hi)
+    assert report.stratified_bootstrap_ci([x], seed=1) != (lo, hi)
+    # stratified over two tasks: contains the pooled IQM, deterministic, and never mixes tasks
+    tasks = [x, x + 100]
+    ci = report.stratified_bootstrap_ci(tasks)
+    assert ci[0] <= report.iqm(np.concatenate(tasks)) <= ci[1]
+    assert ci == report.stratified_bootstrap_ci(tasks)
+    # every replicate keeps 9 runs of each task, so the pooled mean stays between the two tasks' ranges
+    mlo, mhi = report.stratified_bootstrap_ci(tasks, stat="mean")
+    assert (x.min() + x.min() + 100) / 2 <= mlo <= mhi <= (x.max() + x.max() + 100) / 2
+    assert report.stratified_bootstrap_ci([[5.0]]) == (5.0, 5.0)
+
+
+# ----------------------------------------------------------------------------- (a) tables
+
+
+def test_best_trial_and_summaries(results_dir):
+    df, specs, _ = report.load_results([results_dir])
+    assert specs["toy"]["train"]["steps"] == 4000
+    ts = report.trials(df)
+    assert len(ts) == 7
+    for algo, finals in FINAL.items():
+        ats = [t for t in ts if t.algorithm == algo]
+        best = report.best_trial(ats)
+        i = int(np.argmax(finals.mean(axis=1)))
+        assert best.trial_id == trial_id(algo, i) and best.params["eta"] == ETAS[i]
+        np.testing.assert_allclose(best.scores, finals[i])
+        assert report.varying_params(ats) == ["eta"]
+
+
+def test_results_table_values(built):
+    c = parse(built)
+    t = table(c, f"Final normalized score on {BENCH}")
+    rows = {(r[0], r[1].split(":")[0].split(" ")[0]): r for r in t["rows"]}
+    for algo, finals in FINAL.items():
+        i = int(np.argmax(finals.mean(axis=1)))
+        best_row, all_row = rows[(algo, "best")], rows[(algo, "all")]
+        assert trial_id(algo, i) in cell(t, best_row, "configuration")
+        assert f"eta={ETAS[i]:.3g}" in cell(t, best_row, "configuration")
+        b = finals[i]
+        assert cell(t, best_row, "mean ± std") == f"{b.mean():.1f} ± {b.std(ddof=1):.1f}"
+        assert cell(t, best_row, "IQM [95% CI]").startswith(f"{hand_iqm(b):.1f} [")
+        a = finals.ravel()
+        assert cell(t, all_row, "runs") == "9" and cell(t, all_row, "final step") == "4000"
+        assert cell(t, all_row, "mean ± std") == f"{a.mean():.1f} ± {a.std(ddof=1):.1f}"
+        iqm_cell = cell(t, all_row, "IQM [95% CI]")
+        point, lo, hi = map(float, re.match(r"^([\d.]+) \[([\d.]+), ([\d.]+)\]$", iqm_cell).groups())
+        assert point == pytest.approx(hand_iqm(a), abs=0.05) and lo <= point <= hi
+    # the failed EDP trial is counted but has no runs
+    assert rows[("edp", "all")][1] == "all 3 evaluated trials (of 4)"
+    # Diffusion-QL's published hopper-medium-v2 score is 90.5; EDP has none in REFERENCE.md
+    dql_mean = FINAL["dql"][1].mean()
+    assert cell(t, rows[("dql", "best")], "paper").startswith("90.5")
+    assert cell(t, rows[("dql", "best")], "Δ vs paper") == f"\u2212{90.5 - dql_mean:.1f}"
+    assert cell(t, rows[("edp", "best")], "paper") == "" and cell(t, rows[("edp", "best")], "Δ vs paper") == ""
+
+
+def test_best_config_importances_cost_failures_metadata(built):
+    c = parse(built)
+    best = table(c, "Best configuration of toy: dql")
+    assert ["eta", "1", "yes"] in best["rows"] and ["n_timesteps", "5", "fixed"] in best["rows"]
+    ranked = table(c, "Trials of toy: dql")
+    order = np.argsort(-FINAL["dql"].mean(axis=1))
+    assert [r[1] for r in ranked["rows"]] == [trial_id("dql", i) for i in order]
+    imp = [t for t in c.tables if t["caption"].startswith("Parameter importances")]
+    assert len(imp) == 2 and all(t["rows"][0][0] == "eta" for t in imp)
+    cost = table(c, "Compute cost")
+    dql = next(r for r in cost["rows"] if r[0] == "dql")
+    # 3 trials x 40 s wall, 2 reserved CPUs each (1 worker x 1 + 2 eval actors x 0.5)
+    assert cell(cost, dql, "trial wall time") == "0:02:00"
+    assert cell(cost, dql, "CPU-hours") == f"{3 * 40 / 3600 * 2:.3f}"
+    assert cell(cost, dql, "GPU-hours") == "0.000"
+    assert cell(cost, dql, "mean steps/s (time/steps_per_s)") == "100.0"
+    assert cell(cost, dql, "eval time") == "0:00:12"   # 3 trials x 4 evaluations x 1 s
+    failed = table(c, "1 of 7 trials failed")
+    assert failed["rows"][0][1] == "edp999_00099" and failed["rows"][0][-1] == FAILED_ERROR
+    text = open(built, encoding="utf-8").read()
+    assert "3 trial(s) × 3 seed(s) (0, 1, 2) × up to 4000 gradient steps" in text     # budget at the top
+    assert text.index("Budget") < text.index("Results")
+    assert "10 evaluation episodes per evaluation" in text
+    assert "optuna" in text and "pandas" in text and "Git commit" in text and '"batch_size": 256' in text
+
+
+def test_generated_and_pusht_references():
+    assert report.paper_reference("dql", "generated:pendulum-medium").label == "n/a (generated data)"
+    assert report.paper_reference("dql", "d4rl:walker2d-medium-expert-v2").value == 110.1
+    assert report.paper_reference("dql", "d4rl:hopper-medium-v0").value is None   # other data than the paper's
+    assert report.paper_reference("edp", "d4rl:hopper-medium-v2").value is None
+    assert report.paper_reference("diffusion_policy", "pusht:datasets/pusht/x.zarr").value == 91.0
+    assert report.paper_reference("diffusion_policy", "pusht:x.zarr", backbone="transformer").value == 79.0
+
+
+def test_comparison_of_two_sweeps_generated_data_and_failures(results_dir, tmp_path):
+    """Two sweeps in one report: generated data (no paper number), a categorical parameter, a trial
+    stopped early, and a sweep where every trial failed before evaluating (no eval columns at all)."""
+    rows = []
+    for i, (eta, sched) in enumerate([(0.5, "vp"), (2.0, "cosine"), (8.0, "vp"), (1.0, "cosine")]):
+        for step in (100, 200) if i != 3 else (100,):   # trial 3 was stopped early by ASHA at step 100
+            rows.append({"sweep": "gen", "trial_id": f"g{i}", "algorithm": "dql", "dataset": "generated:pendulum-medium",
+                         "env": "Pendulum-v1", "seed": 0, "step": step, "config/eta": eta, "config/schedule": sched,
+                         "eval/normalized_score": 10.0 * i + step / 10, "status": "TERMINATED"})
+    gen = tmp_path / "gen.parquet"
+    pd.DataFrame(rows).to_parquet(gen, index=False)
+    dead = tmp_path / "dead.parquet"
+    pd.DataFrame([{"sweep": "dead", "trial_id": "d0", "algorithm": "bc", "dataset": "generated:pendulum-medium",
+                   "seed": 0, "step": 0, "status": "ERROR", "error": "ValueError: boom"}]).to_parquet(dead, index=False)
+    index = report.build_report([results_dir, str(gen), str(dead)], str(tmp_path / "cmp"))
+    c = parse(index)
+    assert c.problems == [] and c.stack == []
+    t = table(c, "Final normalized score on generated:pendulum-medium (Pendulum-v1)")
+    best = next(r for r in t["rows"] if r[1].startswith("best config"))
+    # g3 scored higher at step 100 than g0 did, but only full-budget trials compete: g2 (40) wins
+    assert "g2" in best[1] and cell(t, best, "mean ± std") == "40.0 (1 seed)"
+    assert cell(t, best, "paper") == "n/a (generated data)" and cell(t, best, "Δ vs paper") == ""
+    agg = table(c, "Aggregate over benchmarks")
+    dql = next(r for r in agg["rows"] if r[0] == "dql")
+    runs = np.concatenate([FINAL["dql"][1], [40.0]])   # best config per benchmark, pooled
+    assert cell(agg, dql, "benchmarks") == "2" and cell(agg, dql, "runs") == "4"
+    assert cell(agg, dql, "IQM [95% CI]").startswith(f"{hand_iqm(runs):.1f} [")
+    assert table(c, "Best configuration of gen: dql")["rows"] == [["eta", "8", "yes"], ["schedule", "vp", "yes"]]
+    failed = table(c, "2 of 12 trials failed")
+    assert ["dead", "d0", "bc", "0", "ValueError: boom"] in failed["rows"]
+
+
+def test_reads_what_results_writes(tmp_path):
+    """The platform's own writer (platform.results) -> report: the schemas agree."""
+    from platform import results
+
+    history = [{"step": step, "time/total_s": step / 10, "time/eval_s": 0.5, "time/steps_per_s": 20.0,
+                "node/train": "n1", "node/eval": "n1",
+                **{f"seed{s}/{k}": v for s in (0, 1) for k, v in
+                   (("train/loss", 1.0 / step), ("eval/normalized_score", step / 10 + s), ("eval/episodes", 2))}}
+               for step in (20, 40)]
+    rows = [r for i, lr in enumerate((1e-4, 1e-3, 1e-2)) for r in results.rows_from_history(
+        history, sweep="w", trial_id=f"t{i}", algorithm="bc", dataset="generated:pendulum-medium", env="Pendulum-v1",
+        seeds=[0, 1], params={"lr": lr}, status="TERMINATED", error=None)]
+    path = results.write_frame(pd.DataFrame(rows), str(tmp_path / "w" / "metrics.parquet"))
+    c = parse(report.build_report([str(tmp_path / "w")], str(tmp_path / "out")))
+    t = table(c, "Final normalized score on generated:pendulum-medium (Pendulum-v1)")
+    assert cell(t, t["rows"][0], "mean ± std") == f"{np.mean([4.0, 5.0]):.1f} ± {np.std([4.0, 5.0], ddof=1):.1f}"
+    assert "2 evaluation episodes per evaluation" in open(os.path.join(tmp_path, "out", "index.html")).read()
+    assert os.path.exists(path)
+
+
+# ----------------------------------------------------------------------------- (c) HTML, (d) figures
+
+
+def test_html_well_formed_and_self_contained(built):
+    c = parse(built)
+    assert c.doctype
+    assert c.problems == [] and c.stack == []
+    for tag in ("html", "head", "body", "title"):
+        assert c.counts.get(tag) == 1, tag
+    assert c.imgs and all(src.startswith("data:image/png;base64,") and len(src) > 2000 for src in c.imgs)
+    md = open(os.path.join(os.path.dirname(built), "README.md"), encoding="utf-8").read()
+    for m in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert os.path.exists(os.path.join(os.path.dirname(built), m)), m
+    assert len(re.findall(r"!\[", md)) == len(c.imgs)
+
+
+def test_figures_png_and_svg(built):
+    fig_dir = os.path.join(os.path.dirname(built), "figures")
+    pngs = sorted(f for f in os.listdir(fig_dir) if f.endswith(".png"))
+    # algorithm comparison + per-study curves (2) + sensitivity (2)
+    assert len(pngs) == 5, pngs
+    for f in pngs:
+        data = open(os.path.join(fig_dir, f), "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f
+        svg = open(os.path.join(fig_dir, f[:-4] + ".svg"), encoding="utf-8").read()
+        assert "<svg" in svg and len(svg) > 10_000, f
+
+
+# ----------------------------------------------------------------------------- (e) errors
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "platform.report", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_clear_errors(tmp_path):
+    missing = str(tmp_path / "nope" / "metrics.parquet")
+    with pytest.raises(report.ReportError, match=f"^no results at {re.escape(missing)}$"):
+        report.build_report([missing], str(tmp_path / "out"))
+    with pytest.raises(report.ReportError, match="^no results at .*no metrics.parquet"):
+        report.build_report([str(tmp_path)], str(tmp_path / "out"))
+    garbage = tmp_path / "bad.parquet"
+    garbage.write_bytes(b"this is not parquet\n" * 10)
+    with pytest.raises(report.ReportError, match=f"^{re.escape(str(garbage))}: not a readable Parquet file$"):
+        report.build_report([str(garbage)], str(tmp_path / "out"))
+    partial = tmp_path / "partial.parquet"
+    make_frame().drop(columns=["seed", "step"]).to_parquet(partial, index=False)
+    with pytest.raises(report.ReportError, match="missing required column\\(s\\): seed, step$"):
+        report.build_report([str(partial)], str(tmp_path / "out"))
+
+
+def test_cli_exit_codes(tmp_path, results_dir):
+    garbage = tmp_path / "bad.parquet"
+    garbage.write_bytes(b"\x00garbage")
+    for path, msg in ((str(tmp_path / "missing.parquet"), "no results at"),
+                      (str(garbage), "not a readable Parquet file")):
+        out = run_cli(path, "--out", str(tmp_path / "out"))
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0], out.stderr
+    out = run_cli(results_dir, "--out", str(tmp_path / "ok"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "ok" / "index.html")
+
+
+# ----------------------------------------------------------------------------- (f) headless Chromium
+
+
+def test_renders_in_headless_chromium(built, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium); CI installs it")
+    shot = tmp_path / "shot.png"
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2400",
+                          "--enable-logging=stderr", "--v=0", "file://" + os.path.abspath(built)],
+                         capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000, out.stderr[-2000:]
+    # Chromium logs page console output as "[...:INFO:CONSOLE:1] "msg", source: ..." (checked by hand
+    # with a page that calls console.error and an undefined function); dbus noise does not match.
+    bad = [line for line in out.stderr.splitlines() if re.search(r"uncaught|console", line, re.IGNORECASE)]
+    assert bad == [], bad
