@@ -124,7 +124,11 @@ class EvalPool:
                  envs_per_actor: int, num_cpus: float = 0.5, resources: dict | None = None,
                  ref_min: float | None = None, ref_max: float | None = None):
         self.env_id, self.ref_min, self.ref_max = env_id, ref_min, ref_max
-        opts = dict(num_cpus=num_cpus)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # Train workers live in a placement group that captures child actors by default; rollout
+        # actors must escape it (its bundle is the worker's own CPU) to be placed anywhere in the cluster.
+        opts = dict(num_cpus=num_cpus, scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
         if resources:
             opts["resources"] = dict(resources)
         self.actors = [RolloutActor.options(**opts).remote(env_id, envs_per_actor, algorithm, config, env_spec)

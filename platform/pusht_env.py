@@ -72,6 +72,42 @@ def lowdim_obs(state: np.ndarray) -> np.ndarray:
     return np.concatenate([kp.reshape(*kp.shape[:-2], 18), state[..., :2]], axis=-1)
 
 
+def _tee_vertices() -> tuple[np.ndarray, np.ndarray]:
+    """The T's two bars in its body frame (gym_pusht ``add_tee``, scale 30, length 4)."""
+    scale, length = 30.0, 4.0
+    bar = np.array([(-length * scale / 2, scale), (length * scale / 2, scale), (length * scale / 2, 0),
+                    (-length * scale / 2, 0)])
+    stem = np.array([(-scale / 2, scale), (-scale / 2, length * scale), (scale / 2, length * scale),
+                     (scale / 2, scale)])
+    return bar, stem
+
+
+GOAL_POSE = np.array([256.0, 256.0, np.pi / 4])  # gym_pusht / paper goal (x, y, angle)
+
+
+def block_coverage(block_pose: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` block poses -> ``(N,)`` fraction of the goal T covered by the block (the env's ``coverage``).
+
+    Vectorized over poses with shapely 2; reward = ``clip(coverage / 0.95, 0, 1)``.
+    """
+    import shapely
+
+    block_pose = np.atleast_2d(np.asarray(block_pose, dtype=np.float64))
+
+    def tee(pose):
+        rot_t = np.swapaxes(_rot(pose[:, 2]), -1, -2)
+        parts = [shapely.polygons(v @ rot_t + pose[:, None, :2]) for v in _tee_vertices()]
+        return shapely.union(*parts)
+
+    goal = tee(GOAL_POSE[None])[0]
+    return shapely.area(shapely.intersection(tee(block_pose), goal)) / shapely.area(goal)
+
+
+def coverage_reward(coverage: np.ndarray) -> np.ndarray:
+    """The paper's reward: ``clip(coverage / 0.95, 0, 1)``."""
+    return np.clip(np.asarray(coverage) / SUCCESS_COVERAGE, 0.0, 1.0)
+
+
 def legacy_reset_state(state: np.ndarray) -> np.ndarray:
     """The ``reset_to_state`` argument that makes gym_pusht land exactly on ``state``.
 

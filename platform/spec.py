@@ -19,7 +19,7 @@ A study (see ``search_spaces/*.yaml``)::
       num_samples: 8
       scheduler: asha                       # asha | fifo
       space:
-        eta: {loguniform: [0.1, 10.0]}      # uniform | loguniform | int | choice | grid | a fixed value
+        eta: {loguniform: [0.1, 10.0]}      # uniform | loguniform | int | logint | choice | grid | a fixed value
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, eval_actors: 2}
 
 This module imports neither Ray nor torch at module level, so validation is instant.
@@ -127,7 +127,7 @@ class SweepSpec:
 
 _SECTIONS = {"train": TrainSpec, "search": SearchSpec, "resources": ResourcesSpec,
              "failure": FailureSpec, "wandb": WandbSpec}
-_DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "grid")
+_DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
 _SEARCHERS = ("optuna", "random", "grid")
 _SCHEDULERS = ("asha", "fifo")
 
@@ -346,16 +346,16 @@ def _check_distribution(c: _Checker, path: tuple, dist) -> bool:
         c.fail(path + (kind,), f"unknown distribution{hint}")
     if not isinstance(args, list) or not args:
         c.fail(path + (kind,), f"expected a non-empty list, got {args!r}")
-    if kind in ("uniform", "loguniform", "int"):
+    if kind in ("uniform", "loguniform", "int", "logint"):
         if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
             c.fail(path + (kind,), f"expected [low, high] numbers, got {args!r}")
         lo, hi = args
         if not lo < hi:
             c.fail(path + (kind,), f"low must be < high, got {args!r}")
-        if kind == "loguniform" and lo <= 0:
+        if kind in ("loguniform", "logint") and lo <= 0:
             c.fail(path + (kind,), f"loguniform needs low > 0, got {args!r}")
-        if kind == "int" and not all(isinstance(a, int) for a in args):
-            c.fail(path + (kind,), f"int needs integer bounds, got {args!r}")
+        if kind in ("int", "logint") and not all(isinstance(a, int) for a in args):
+            c.fail(path + (kind,), f"{kind} needs integer bounds, got {args!r}")
     return kind == "grid"
 
 
@@ -395,6 +395,8 @@ def param_space(spec: SweepSpec) -> dict:
             out[key] = tune.loguniform(*args)
         elif kind == "int":
             out[key] = tune.randint(args[0], args[1] + 1)  # inclusive high, as users expect
+        elif kind == "logint":
+            out[key] = tune.lograndint(args[0], args[1] + 1)
         elif kind == "choice":
             out[key] = tune.choice(args)
         else:

@@ -74,7 +74,8 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
             name=f"train_{trial_id}", storage_path=os.path.join(storage, spec.name, "_train"),
             failure_config=ray.train.FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[TuneReportCallback()]),
+            callbacks=[TuneReportCallback()],
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     trainer.fit()
 
@@ -85,6 +86,8 @@ class ProgressPrinter:
     def __init__(self, metric: str, total: int):
         from ray.tune import Callback
 
+        self.done = 0
+
         class _CB(Callback):
             def on_trial_result(cb, iteration, trials, trial, result):
                 if not result.get("is_eval", 1):
@@ -94,11 +97,13 @@ class ProgressPrinter:
                       f"{_fmt(result.get(metric))} ({params})", flush=True)
 
             def on_trial_complete(cb, iteration, trials, trial):
-                done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-                print(f"[sweep] {trial.trial_id} finished ({done}/{total} trials done)", flush=True)
+                self.done += 1
+                print(f"[sweep] {trial.trial_id} finished ({self.done}/{total} trials done)", flush=True)
 
             def on_trial_error(cb, iteration, trials, trial):
-                print(f"[sweep] {trial.trial_id} FAILED: {_last_line(trial.error_file)}", flush=True)
+                self.done += 1
+                print(f"[sweep] {trial.trial_id} FAILED ({self.done}/{total} trials done): "
+                      f"{_last_line(trial.error_file)}", flush=True)
 
         self.callback = _CB()
 

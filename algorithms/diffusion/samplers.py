@@ -1,0 +1,115 @@
+"""Reverse-process samplers (DDPM ancestral, optionally differentiable; DDIM) and the DDPM training loss.
+
+``denoise_fn(x_k: (B, ...), k: (B,) long) -> eps`` of the same shape as ``x_k``; the caller closes
+over the conditioning (e.g. ``lambda x, k: net(x, k, obs)``).
+``clip`` is None, a float bound ``c`` (clip to ``[-c, c]``), or a ``(low, high)`` pair of floats or
+tensors broadcastable to ``x`` (e.g. per-dimension action bounds of shape ``(act_dim,)``).
+
+The step index is the same for the whole batch at every step, so the schedule's coefficients are
+used as Python scalars (``schedule.host``): no gathers and no host-device synchronisation.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def clip_to(x: torch.Tensor, clip) -> torch.Tensor:
+    """Clamp ``x`` to ``clip``: None (no-op), a float bound, or a ``(low, high)`` pair (floats or tensors)."""
+    if clip is None:
+        return x
+    if isinstance(clip, (int, float)):
+        return x.clamp(-float(clip), float(clip))
+    low, high = clip
+    if not torch.is_tensor(low) or not torch.is_tensor(high):
+        low = torch.as_tensor(low, dtype=x.dtype, device=x.device)
+        high = torch.as_tensor(high, dtype=x.dtype, device=x.device)
+    return torch.clamp(x, low, high)
+
+
+def _noise_like(shape, device, dtype, generator):
+    return torch.randn(shape, device=device, dtype=dtype, generator=generator)
+
+
+def ddpm_sample(denoise_fn, schedule, shape, *, clip=None, generator: torch.Generator | None = None,
+                device=None, grad: bool = False, x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """The K-step DDPM ancestral chain, exactly as Diffusion-QL's ``p_sample_loop`` + ``sample``.
+
+    ``x_K ~ N(0, I)`` of ``shape`` (or the given ``x_T``); for ``k = K-1 .. 0``: ``eps = denoise_fn(x, k)``,
+    ``x0_hat = clip(x0_from_eps(x, k, eps))``, ``x <- posterior_mean(x0_hat, x, k) + exp(0.5 log_var_k) z``
+    with no noise at ``k = 0``; the result is clipped once more (a no-op in exact arithmetic, since
+    the last posterior mean is ``x0_hat``).  Returns ``x_0`` of ``shape``.
+
+    ``grad=True`` keeps the autograd graph through every step (Diffusion-QL's actor loss needs it);
+    ``grad=False`` runs under ``torch.no_grad``.  ``generator`` seeds the noise (a generator on ``device``).
+    """
+    device = torch.device(device) if device is not None else schedule.betas.device
+    h = schedule.host
+    ctx = contextlib.nullcontext() if grad else torch.no_grad()
+    with ctx:
+        x = _noise_like(shape, device, torch.float32, generator) if x_T is None else x_T.to(device)
+        batch = shape[0]
+        for i in reversed(range(schedule.n_timesteps)):
+            k = torch.full((batch,), i, device=device, dtype=torch.long)
+            eps = denoise_fn(x, k)
+            x0 = clip_to(h["sqrt_recip_alphas_cumprod"][i] * x - h["sqrt_recipm1_alphas_cumprod"][i] * eps, clip)
+            mean = h["posterior_mean_coef1"][i] * x0 + h["posterior_mean_coef2"][i] * x
+            if i > 0:
+                std = math.exp(0.5 * h["posterior_log_variance_clipped"][i])
+                x = mean + std * _noise_like(shape, device, x.dtype, generator)
+            else:
+                x = mean
+        return clip_to(x, clip)
+
+
+def ddim_timesteps(n_timesteps: int, n_steps: int) -> list[int]:
+    """``n_steps`` decreasing, evenly spaced integer timesteps from ``K-1`` to ``0`` (duplicates removed)."""
+    n_steps = max(1, min(int(n_steps), int(n_timesteps)))
+    ts = np.round(np.linspace(n_timesteps - 1, 0, n_steps)).astype(int).tolist()
+    return [t for j, t in enumerate(ts) if j == 0 or t != ts[j - 1]]
+
+
+def ddim_sample(denoise_fn, schedule, shape, n_steps: int, *, eta: float = 0.0, clip=None,
+                generator: torch.Generator | None = None, device=None,
+                x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM (Song et al., 2021) over ``n_steps`` evenly spaced timesteps ``K-1 = t_1 > ... > t_n = 0``; no gradients.
+
+    Step ``t -> t'``: ``x0_hat = clip(x0_from_eps(x, t, eps))``,
+    ``x <- sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z`` with
+    ``sigma = eta sqrt((1 - abar_t') / (1 - abar_t) (1 - abar_t / abar_t'))`` (``eta = 0``: deterministic).
+    The model's eps is used as is after clipping x0, as diffusers' ``DDIMScheduler`` does by default.
+    The last step (``t = 0``) returns ``x0_hat``.  Returns a tensor of ``shape``.
+    """
+    device = torch.device(device) if device is not None else schedule.betas.device
+    abar = schedule.host["alphas_cumprod"]
+    ts = ddim_timesteps(schedule.n_timesteps, n_steps)
+    with torch.no_grad():
+        x = _noise_like(shape, device, torch.float32, generator) if x_T is None else x_T.to(device)
+        batch = shape[0]
+        for j, t in enumerate(ts):
+            k = torch.full((batch,), t, device=device, dtype=torch.long)
+            eps = denoise_fn(x, k)
+            x0 = clip_to((x - math.sqrt(1 - abar[t]) * eps) / math.sqrt(abar[t]), clip)
+            if j == len(ts) - 1:
+                return x0
+            a_t, a_prev = abar[t], abar[ts[j + 1]]
+            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+            if sigma > 0:
+                x = x + sigma * _noise_like(shape, device, x.dtype, generator)
+    return x  # unreachable: the loop returns at t = 0
+
+
+def ddpm_loss(denoise_fn, schedule, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The eps-prediction loss ``E_{k, eps} ||eps - denoise_fn(q_sample(x0, k, eps), k)||^2`` (mean over all entries).
+
+    ``x0 (B, ...)``; ``k ~ U{0..K-1}`` per sample, as Diffusion-QL's ``Diffusion.loss``.  Returns a scalar.
+    """
+    b = x0.shape[0]
+    k = torch.randint(0, schedule.n_timesteps, (b,), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    return F.mse_loss(denoise_fn(schedule.q_sample(x0, k, noise), k), noise)

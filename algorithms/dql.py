@@ -1,0 +1,365 @@
+"""Diffusion-QL (Wang, Hunt & Zhou, ICLR 2023): diffusion policies as an expressive policy class.
+
+The policy pi_theta(a | s) is a K-step DDPM over actions conditioned on the state: Diffusion-QL's
+noise MLP, VP schedule, K = 5, predicted x0 clipped to the action bounds.  One gradient step:
+
+    critic:  y = r + gamma * (1 - done) * min(Q1', Q2')(s', a'),   a' ~ pi_ema(. | s')   (target nets, no grad)
+             L_critic = ||Q1(s, a) - y||^2 + ||Q2(s, a) - y||^2
+    actor:   L = L_bc + eta * L_q
+             L_bc = E_{k, eps} ||eps - eps_theta(sqrt(abar_k) a + sqrt(1 - abar_k) eps, k, s)||^2
+             L_q  = -mean Q_i(s, a_new) / mean |Q_j(s, a_new)|.detach(),   a_new ~ pi_theta(. | s)
+    then:    actor EMA (0.995, every 5 steps, from step 1000), Polyak target critic (tau = 0.005)
+
+``a_new`` is sampled through the whole reverse chain **with gradients through every step**; the
+normalization by mean |Q| makes ``alpha = eta / E|Q|`` (the paper's scale-free weight).  As in the
+authors' code, (i, j) is (1, 2) or (2, 1) with probability 1/2 each step.
+
+Acting: 50 candidate actions per state from the policy, one drawn with probability softmax(Q) over
+the target critic's min(Q1, Q2) (the code's ``sample_action``).
+
+Faithful to the public code (``agents/ql_diffusion.py``, ``agents/diffusion.py``, ``main.py``),
+including three details the paper does not state, each kept as the default and switchable:
+the EMA actor keeps its *initial* weights until ``step_start_ema`` (``ema_copy_before_start``),
+acting samples from the *online* actor (``act_with_ema``), and the L_q critic is chosen at random
+(``random_q_head``).  Per-task settings of the code's ``main.py`` (eta / grad_norm / max_q_backup /
+reward): halfcheetah-medium 1.0 / 9 / off, hopper-medium 1.0 / 9, walker2d-medium 1.0 / 1,
+halfcheetah-medium-replay 1.0 / 2, hopper-medium-replay 1.0 / 4, walker2d-medium-replay 1.0 / 4,
+halfcheetah-medium-expert 1.0 / 7, hopper-medium-expert 1.0 / 5, walker2d-medium-expert 1.0 / 5,
+antmaze-umaze 0.5 / 2 / off / antmaze, umaze-diverse 2.0 / 3 / on, medium-play 2.0 / 2 / on (actor lr 1e-3),
+medium-diverse 3.0 / 1 / on, large-play 4.5 / 10 / on, large-diverse 3.5 / 7 / on (all AntMaze:
+reward_shaping="antmaze"), pen-human 0.15 / 7 (actor lr 3e-5), kitchen 0.005 / 9-10.
+
+Batches: D4RL transitions (``data_kind = "transitions"``); ``act``: ``(B, 1, obs_dim) -> (B, 1, act_dim)``.
+The algorithm never seeds globally: the platform calls ``torch.manual_seed`` before constructing it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import numbers
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from algorithms import EnvSpec
+from algorithms.diffusion.nets import NoiseMLP, mlp
+from algorithms.diffusion.samplers import ddpm_loss, ddpm_sample
+from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
+
+REWARD_SHAPINGS = ("none", "antmaze")
+
+
+def coerce_field_types(cfg) -> None:
+    """Normalize a config dataclass's scalar fields in place, raising ``ValueError`` on a wrong type.
+
+    Search spaces hand over ``numpy.int64``, integral floats (``5.0``) or ints for float fields; the
+    algorithms want plain ``int`` / ``float`` / ``bool`` / ``str`` (JSON-able, hashable, exact).
+    """
+    for f in dataclasses.fields(cfg):
+        v, t = getattr(cfg, f.name), f.type if isinstance(f.type, str) else f.type.__name__
+        is_bool = isinstance(v, bool) or type(v).__name__ in ("bool", "bool_")  # numpy.bool(_) too
+        if t == "bool":
+            if not is_bool:
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be true or false, got {v!r}")
+            v = bool(v)
+        elif t == "int":
+            if is_bool or not isinstance(v, numbers.Real) or int(v) != v:
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be an integer, got {v!r}")
+            v = int(v)
+        elif t == "float":
+            if is_bool or not isinstance(v, numbers.Real):
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be a number, got {v!r}")
+            v = float(v)
+        elif t == "str" and not isinstance(v, str):
+            raise ValueError(f"{type(cfg).__name__}: {f.name} must be a string, got {v!r}")
+        setattr(cfg, f.name, v)
+
+
+@dataclass
+class DQLConfig:
+    """Diffusion-QL hyperparameters; defaults are the paper's / public code's (batch size is the platform's)."""
+
+    eta: float = 1.0
+    """Weight of the normalized Q term (paper: 1.0 locomotion, 0.5-4.5 AntMaze, 0.1-0.15 pen, 0.005 kitchen)."""
+    n_timesteps: int = 5
+    """K, the number of diffusion steps (paper: 5)."""
+    beta_schedule: str = "vp"
+    """Noise schedule: "vp" (paper: beta_min 0.1, beta_max 10), "linear" or "cosine"."""
+    hidden_dim: int = 256
+    """Width of the noise MLP and of both critics, 3 hidden layers each (paper: 256)."""
+    gamma: float = 0.99
+    """Discount (paper: 0.99)."""
+    tau: float = 0.005
+    """Polyak rate of the target critic (paper: 0.005)."""
+    lr: float = 3e-4
+    """Adam learning rate of the actor (paper: 3e-4; code: 1e-3 antmaze-medium-play, 3e-5 pen)."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic (code: always 3e-4)."""
+    grad_norm: float = 1.0
+    """Max global grad norm of actor and critic, 0 disables (code's class default 1.0; main.py: 1-10 per task)."""
+    lr_decay: bool = False
+    """Cosine-anneal both learning rates to 0 over ``max_steps`` (code: the --lr_decay flag, off by default)."""
+    max_steps: int = 2_000_000
+    """Horizon of ``lr_decay`` in gradient steps (paper: 2000 epochs x 1000 steps)."""
+    ema_decay: float = 0.995
+    """Decay of the actor's EMA (paper: 0.995); the EMA actor makes the critic's next actions."""
+    step_start_ema: int = 1000
+    """First step at which the EMA is updated (paper: 1000)."""
+    update_ema_every: int = 5
+    """EMA update period in steps (paper: 5)."""
+    ema_copy_before_start: bool = False
+    """Deviation: copy the actor into the EMA actor at EMA ticks before ``step_start_ema`` (diffuser's
+    trainer does; Diffusion-QL's code leaves the EMA actor at its initial weights until then)."""
+    max_q_backup: bool = False
+    """Target = min over critics of the max over ``n_backup_samples`` next actions (paper: AntMaze only)."""
+    n_backup_samples: int = 10
+    """Next actions sampled per state for ``max_q_backup`` (code: 10)."""
+    reward_shaping: str = "none"
+    """"antmaze": r <- (r - 0.5) * 4 (the code's "cql_antmaze" reward tune, used for every AntMaze task)."""
+    n_action_samples: int = 50
+    """Candidate actions per state when acting, one drawn by softmax(Q) (paper: 50)."""
+    act_with_ema: bool = False
+    """Deviation: sample the candidates from the EMA actor (the code samples from the online actor)."""
+    random_q_head: bool = True
+    """L_q = -Q1/|Q2| or -Q2/|Q1| at random each step, as the code; False: always -Q1/|Q2| (the paper's form)."""
+
+    def __post_init__(self):
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ValueError(f"DQLConfig: {msg}")
+
+        coerce_field_types(self)
+        need(self.eta >= 0, f"eta must be >= 0, got {self.eta}")
+        need(self.n_timesteps >= 1, f"n_timesteps (K) must be >= 1, got {self.n_timesteps}")
+        need(self.beta_schedule in BETA_SCHEDULES,
+             f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}")
+        need(self.hidden_dim >= 1, f"hidden_dim must be >= 1, got {self.hidden_dim}")
+        need(0 <= self.gamma <= 1, f"gamma must be in [0, 1], got {self.gamma}")
+        need(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
+        need(self.lr > 0 and self.critic_lr > 0, f"lr and critic_lr must be > 0, got {self.lr}, {self.critic_lr}")
+        need(self.grad_norm >= 0, f"grad_norm must be >= 0 (0 disables clipping), got {self.grad_norm}")
+        need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(self.step_start_ema >= 0, f"step_start_ema must be >= 0, got {self.step_start_ema}")
+        need(self.update_ema_every >= 1, f"update_ema_every must be >= 1, got {self.update_ema_every}")
+        need(self.n_backup_samples >= 1, f"n_backup_samples must be >= 1, got {self.n_backup_samples}")
+        need(self.reward_shaping in REWARD_SHAPINGS,
+             f"reward_shaping must be one of {', '.join(REWARD_SHAPINGS)}, got {self.reward_shaping!r}")
+        need(self.n_action_samples >= 1, f"n_action_samples must be >= 1, got {self.n_action_samples}")
+
+
+# ----------------------------------------------------------------------------- shared pieces (EDP uses them too)
+
+
+class TwinQ(nn.Module):
+    """Two independent Q networks, 3 x ``hidden`` Mish each (the code's ``Critic``; same parameter names).
+
+    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` and ``q_min`` likewise.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.q1_model = mlp(obs_dim + act_dim, 1, hidden)
+        self.q2_model = mlp(obs_dim + act_dim, 1, hidden)
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([s, a], dim=-1)
+        return self.q1_model(x), self.q2_model(x)
+
+    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.q1_model(torch.cat([s, a], dim=-1))
+
+    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.min(*self(s, a))
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak: ``target <- tau * source + (1 - tau) * target`` for every parameter (one fused foreach op)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """EMA: ``ema <- decay * ema + (1 - decay) * model`` for every parameter (the code's ``EMA``)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+def select_by_q(candidates: torch.Tensor, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one of N candidates per state with probability softmax(Q) over the N.
+
+    ``candidates (B, N, act_dim)``, ``q (B, N)`` -> ``(B, act_dim)``.
+    """
+    idx = torch.multinomial(F.softmax(q, dim=-1), 1, generator=generator)  # (B, 1)
+    return candidates.gather(1, idx.unsqueeze(-1).expand(-1, 1, candidates.shape[-1])).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- Diffusion-QL
+
+
+class DiffusionQL:
+    """Diffusion-QL agent: ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state dicts."""
+
+    data_kind = "transitions"
+
+    def __init__(self, config: DQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
+        c = self.cfg = self.config = config
+        self.spec, self.device = spec, torch.device(device)
+        self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
+        self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)
+        self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(self.device)
+        self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim).to(self.device)
+        self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden_dim).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # fused Adam: one kernel per step instead of a dozen foreach passes (same algorithm, ~5% faster on CPU)
+        fused = self.device.type in ("cpu", "cuda")
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, fused=fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, fused=fused)
+        self.lr_schedulers = ([torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=c.max_steps, eta_min=0.0)
+                               for o in (self.actor_opt, self.critic_opt)] if c.lr_decay else [])
+        self._actor_params = list(self.actor.parameters())
+        self.step = 0
+
+    # ------------------------------------------------------------------ the policy
+
+    def sample(self, obs: torch.Tensor, model: nn.Module | None = None, grad: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """The K-step reverse chain: ``obs (B, obs_dim) -> actions (B, act_dim)`` within the action bounds.
+
+        ``model``: the noise network (default: the online actor); ``grad=True`` keeps the graph.
+        """
+        model = self.actor if model is None else model
+        return ddpm_sample(lambda x, k: model(x, k, obs), self.schedule, (obs.shape[0], self.spec.act_dim),
+                           clip=(self.act_low, self.act_high), device=self.device, grad=grad, generator=generator)
+
+    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Denoising loss at a uniform random step (the code's ``Diffusion.loss``): scalar."""
+        return ddpm_loss(lambda x, k: self.actor(x, k, obs), self.schedule, actions)
+
+    def q_loss(self, q1_new: torch.Tensor, q2_new: torch.Tensor) -> torch.Tensor:
+        """``-mean Q_i / mean |Q_j|.detach()`` for ``q*_new (B, 1)``; (i, j) random as in the code, or (1, 2)."""
+        loss_12 = -q1_new.mean() / q2_new.abs().mean().detach()
+        if not self.cfg.random_q_head:
+            return loss_12
+        loss_21 = -q2_new.mean() / q1_new.abs().mean().detach()
+        # The code flips np.random per step; a tensor coin from torch's generator keeps it seeded and sync-free.
+        return torch.where(torch.rand((), device=self.device) > 0.5, loss_12, loss_21)
+
+    # ------------------------------------------------------------------ one gradient step
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One gradient step on a batch of transitions.
+
+        ``batch``: ``observations (B, obs_dim)``, ``actions (B, act_dim)``, ``rewards (B,)``,
+        ``next_observations (B, obs_dim)``, ``terminals (B,)``.  Returns ``train/...`` floats.
+        """
+        c, dev = self.cfg, self.device
+        s = batch["observations"].to(dev, torch.float32)
+        a = batch["actions"].to(dev, torch.float32)
+        r = batch["rewards"].to(dev, torch.float32).reshape(-1, 1)
+        s2 = batch["next_observations"].to(dev, torch.float32)
+        not_done = 1.0 - batch["terminals"].to(dev, torch.float32).reshape(-1, 1)
+        if c.reward_shaping == "antmaze":
+            r = (r - 0.5) * 4.0
+
+        # ---- critic: TD target from the EMA actor's next actions and the target critic
+        with torch.no_grad():
+            if c.max_q_backup:
+                n = c.n_backup_samples
+                s2_rep = s2.repeat_interleave(n, dim=0)                         # (B n, obs_dim)
+                t1, t2 = self.critic_target(s2_rep, self.sample(s2_rep, self.ema_actor))
+                target_q = torch.min(t1.view(-1, n).amax(1, keepdim=True), t2.view(-1, n).amax(1, keepdim=True))
+            else:
+                t1, t2 = self.critic_target(s2, self.sample(s2, self.ema_actor))
+                target_q = torch.min(t1, t2)
+            target_q = r + not_done * c.gamma * target_q                       # (B, 1)
+        q1, q2 = self.critic(s, a)
+        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_gn = self._clip_grads(self.critic.parameters())
+        self.critic_opt.step()
+
+        # ---- actor: BC + eta * normalized Q of actions sampled through the differentiable chain
+        bc_loss = self.bc_loss(s, a)
+        if c.eta > 0:
+            new_a = self.sample(s, grad=True)                                   # (B, act_dim), graph through K steps
+            q1_new, q2_new = self.critic(s, new_a)                              # critic just updated, as in the code
+            ql_loss = self.q_loss(q1_new, q2_new)
+            actor_loss = bc_loss + c.eta * ql_loss
+            new_q = q1_new.detach().mean()
+        else:  # pure diffusion BC: skip the chain (the Q term has zero weight)
+            ql_loss = new_q = torch.zeros((), device=dev)
+            actor_loss = bc_loss
+        self.actor_opt.zero_grad(set_to_none=True)
+        # inputs=: only the actor's gradients; the critic's weight gradients would be thrown away anyway.
+        actor_loss.backward(inputs=self._actor_params)
+        actor_gn = self._clip_grads(self._actor_params)
+        self.actor_opt.step()
+
+        # ---- EMA actor (step counted before the increment, as the code) and Polyak target critic
+        if self.step % c.update_ema_every == 0:
+            if self.step >= c.step_start_ema:
+                ema_update(self.ema_actor, self.actor, c.ema_decay)
+            elif c.ema_copy_before_start:
+                torch._foreach_copy_(list(self.ema_actor.parameters()), self._actor_params)
+        soft_update(self.critic_target, self.critic, c.tau)
+        self.step += 1
+        for sched in self.lr_schedulers:
+            sched.step()
+
+        names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
+                 "actor_grad_norm", "critic_grad_norm"]
+        values = torch.stack([bc_loss.detach(), ql_loss.detach(), actor_loss.detach(), critic_loss.detach(),
+                              q1.detach().mean(), new_q, target_q.mean(), actor_gn, critic_gn]).tolist()  # one sync
+        out = {f"train/{n}": v for n, v in zip(names, values)}
+        if self.lr_schedulers:
+            out["train/lr"] = self.actor_opt.param_groups[0]["lr"]
+        return out
+
+    def _clip_grads(self, params) -> torch.Tensor:
+        """Clip to ``grad_norm`` and return the pre-clip global norm (a 0-d tensor; zeros if clipping is off)."""
+        if self.cfg.grad_norm > 0:
+            return nn.utils.clip_grad_norm_(params, self.cfg.grad_norm).detach()
+        return torch.zeros((), device=self.device)
+
+    # ------------------------------------------------------------------ acting
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``obs (B, 1, obs_dim) -> (B, 1, act_dim)``: N candidates per state, one drawn by softmax(min target Q).
+
+        ``generator`` (on the algorithm's device) makes the draw reproducible; default: torch's global RNG.
+        """
+        obs = torch.as_tensor(obs)
+        s = obs[:, -1].to(self.device, torch.float32)                          # (B, obs_dim)
+        n = self.cfg.n_action_samples
+        s_rep = s.repeat_interleave(n, dim=0)                                   # (B n, obs_dim)
+        cand = self.sample(s_rep, self.ema_actor if self.cfg.act_with_ema else self.actor, generator=generator)
+        q = self.critic_target.q_min(s_rep, cand).view(-1, n)                   # (B, n)
+        return select_by_q(cand.view(-1, n, self.spec.act_dim), q, generator).unsqueeze(1)
+
+    # ------------------------------------------------------------------ plain-tensor checkpoints
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "ema_actor": self.ema_actor.state_dict(),
+                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "step": torch.tensor(self.step)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.actor.load_state_dict(d["actor"])
+        self.ema_actor.load_state_dict(d["ema_actor"])
+        self.critic.load_state_dict(d["critic"])
+        self.critic_target.load_state_dict(d["critic_target"])
+        self.actor_opt.load_state_dict(d["actor_opt"])
+        self.critic_opt.load_state_dict(d["critic_opt"])
+        self.step = int(d["step"])
+        for sched in self.lr_schedulers:  # the optimizers' lr came back with their state; resume the cosine there
+            sched.last_epoch = self.step
+
+
+__all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]

@@ -1,0 +1,598 @@
+"""Generate D4RL-format datasets with gymnasium environments (D4RL's recipe, made offline here).
+
+    python -m platform.datasets.generate ENV QUALITY [--out FILE] [--samples N] [--steps N] [--seed S]
+
+ENV: ``pendulum`` (Pendulum-v1), ``halfcheetah``, ``hopper``, ``walker2d`` (gymnasium MuJoCo v5).
+QUALITY, as in D4RL (Fu et al. 2020, section 5):
+
+* ``random``: a uniform random policy.
+* ``expert``: a fully trained policy (SAC, trained online here).
+* ``medium``: the same training stopped early, at the first evaluation whose return reaches a third of
+  the way from the random reference score to the final expert's return (D4RL: "about 1/3").
+* ``medium-replay``: the medium agent's whole replay buffer (everything it saw until it got there).
+* ``medium-expert``: the medium and expert datasets concatenated.
+
+Behaviour policies act stochastically while collecting, as D4RL's did.  Episodes cut by the time
+limit are marked ``timeouts`` and only true terminations ``terminals``; a collection of exactly
+``--samples`` steps cuts its last episode (marked as a timeout, as D4RL's 1M-step files do).
+Files are written atomically and cached: without ``--out`` they go to the directory that
+``generated:<env>-<quality>`` reads (``$DRL_DATA_DIR`` or ``~/.cache/diffusion-rl/datasets``), and an
+existing file is kept unless ``--force``.
+
+**Pendulum** (the quickstart's and the tests' data): no training.  The expert is a scripted
+energy-shaping swing-up with a PD balancer (``pendulum_expert``; deterministic return -150.7 per
+200-step episode over 5000 episodes, about the task's known optimum of -150); for collection it adds
+N(0, 0.1) torque noise.  ``medium`` takes a uniform random torque with probability 0.7 and the noisy
+expert's otherwise; ``medium-replay`` mixes ten such policies whose random-action probability falls
+from 1.0 to 0.7, like a learner's buffer.  Default 20,000 steps = 100 episodes.  Measured here with
+seed 0 (mean episode return, normalized score, generation time; about 4 s more per command for the
+imports; the 2 cores were shared with other jobs): random -1219.9 (1.0) 1.0 s; medium -750.1 (44.5)
+1.8 s; expert -149.9 (100.1) 1.1 s; medium-replay -983.3 (22.9) 1.9 s; medium-expert -450.0 (72.3) 3.7 s.
+
+**MuJoCo**: SAC (``algorithms/sac.py``: twin Q, auto-entropy, 256x256, lr 3e-4, batch 256, 10k random
+steps first) is trained for ``--steps`` env steps (default 1M, one gradient step per env step) and
+evaluated every ``--eval-every`` steps (5 deterministic episodes, each evaluated actor kept as a
+snapshot).  All qualities of one env and seed share one training run in a work directory next to the
+output (``<out dir>/work/<env>-sac-seed<S>/``): the agent, optimizer and RNG states plus the replay
+buffer (npz chunks) are checkpointed every ``--checkpoint-every`` steps at an episode boundary, and a
+rerun continues from the last checkpoint (also to extend training with a larger ``--steps``).
+Collection then runs 16 environments with batched policy calls (``--samples``, default 1M per policy).
+Cost on this 2-core CPU, *extrapolated* from short measured runs (other jobs were sharing the machine,
+so treat it as a rough figure): SAC trains at about 45 steps/s on HalfCheetah-v5 with one torch thread
+(the gradient step dominates; env stepping is about 23k steps/s), so the 1M-step run behind medium /
+expert / medium-replay takes about 6 hours (about 3 h if stopped at 500k); collecting 1M steps with a
+trained policy takes about 4 min and with the random policy about 1 min.  Use a GPU machine or more
+cores for these and generate once: the files are cached.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import json
+import os
+import re
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import numpy as np
+
+from platform.datasets.d4rl import write_d4rl_hdf5
+
+QUALITIES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+ENVS = {
+    "pendulum": {"env_id": "Pendulum-v1", "cheap": True, "samples": 20_000},
+    "halfcheetah": {"env_id": "HalfCheetah-v5", "cheap": False, "samples": 1_000_000},
+    "hopper": {"env_id": "Hopper-v5", "cheap": False, "samples": 1_000_000},
+    "walker2d": {"env_id": "Walker2d-v5", "cheap": False, "samples": 1_000_000},
+}
+GENERATOR_VERSION = 1
+MEDIUM_FRACTION = 1 / 3             # D4RL: medium = "about 1/3 the performance of the expert"
+PENDULUM_NOISE = 0.1                # std of the torque noise of the scripted expert while collecting
+PENDULUM_MEDIUM_RANDOM_PROB = 0.7   # chance of a uniform random torque in 'medium' (44.5 normalized)
+
+
+def parse_name(value: str) -> tuple[str, str]:
+    """``"pendulum-medium-replay"`` -> ``("pendulum", "medium-replay")``; ValueError naming the bad part."""
+    env, _, quality = value.partition("-")
+    if env not in ENVS:
+        raise ValueError(f"generated:{value}: unknown env {env!r} (known: {', '.join(ENVS)})")
+    if quality not in QUALITIES:
+        raise ValueError(f"generated:{value}: unknown quality {quality!r} (known: {', '.join(QUALITIES)})")
+    return env, quality
+
+
+def is_cheap(env: str) -> bool:
+    return ENVS[env]["cheap"]
+
+
+def cached_path(env: str, quality: str, cache_dir: str | None = None) -> str:
+    from platform.datasets import data_dir
+
+    return os.path.join(data_dir(cache_dir), f"{env}-{quality}.hdf5")
+
+
+def missing_message(env: str, quality: str, path: str) -> str:
+    cost = ("minutes (1M random steps)" if quality == "random" else
+            "hours on a CPU (SAC training, resumable; see the module docstring)")
+    return (f"generate it once with `python -m platform.datasets.generate {env} {quality} --out {path}` "
+            f"(takes {cost}), or call load_dataset(..., allow_generate=True)")
+
+
+def _progress(total: int, desc: str, quiet: bool, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=quiet, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def collect(env_id: str, policy, seed: int, n_steps: int | None = None, n_episodes: int | None = None,
+            n_envs: int = 8, desc: str = "", quiet: bool = True) -> dict[str, np.ndarray]:
+    """Run ``policy(obs (B, obs_dim), rng) -> actions (B, act_dim)`` in ``n_envs`` envs at once.
+
+    Stops after ``n_episodes`` whole episodes, or once ``n_steps`` steps of whole episodes are in
+    and then cuts them to exactly ``n_steps`` (the cut episode's last step becomes a timeout).
+    Returns D4RL arrays (episodes contiguous, in order of completion) plus ``episode_returns (E,)``
+    of the complete episodes.
+    """
+    import gymnasium as gym
+
+    if (n_steps is None) == (n_episodes is None):
+        raise ValueError("collect: give exactly one of n_steps, n_episodes")
+    n_envs = max(1, min(n_envs, n_episodes or n_envs))
+    rng = np.random.default_rng(seed)
+    envs = [gym.make(env_id) for _ in range(n_envs)]
+    obs = np.stack([env.reset(seed=seed * 1_000 + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    live = [[] for _ in envs]  # rows of the episode in progress in each env
+    episodes, returns, total = [], [], 0
+    bar = _progress(n_steps or n_episodes, desc or env_id, quiet)
+    while (n_steps is not None and total < n_steps) or (n_episodes is not None and len(episodes) < n_episodes):
+        actions = np.asarray(policy(obs, rng), dtype=np.float32)
+        for i, env in enumerate(envs):
+            nxt, r, term, trunc, _ = env.step(actions[i])
+            live[i].append((obs[i].copy(), actions[i], r, nxt, term, trunc and not term))
+            if term or trunc:
+                ep = live[i]
+                episodes.append({k: np.asarray([row[j] for row in ep]) for j, k in enumerate(
+                    ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"))})
+                returns.append(float(sum(row[2] for row in ep)))
+                total += len(ep)
+                bar.update(len(ep) if n_steps is not None else 1)
+                live[i] = []
+                nxt, _ = env.reset()
+            obs[i] = nxt
+    bar.close()
+    for env in envs:
+        env.close()
+    if n_episodes is not None:
+        episodes, returns = episodes[:n_episodes], returns[:n_episodes]
+    else:  # keep the episodes that start before n_steps; the last one may be cut
+        ends = np.cumsum([len(ep["rewards"]) for ep in episodes])
+        n_keep = int(np.searchsorted(ends, n_steps)) + 1
+        episodes, returns = episodes[:n_keep], returns[:n_keep - int(ends[n_keep - 1] > n_steps)]
+    data = {k: np.concatenate([ep[k] for ep in episodes]) for k in episodes[0]}
+    if n_steps is not None and len(data["rewards"]) > n_steps:
+        data = {k: v[:n_steps] for k, v in data.items()}
+        data["timeouts"][-1] = not data["terminals"][-1]  # the cut episode ends here, as in D4RL's files
+    data = {k: v.astype(bool if k in ("terminals", "timeouts") else np.float32) for k, v in data.items()}
+    data["episode_returns"] = np.asarray(returns, dtype=np.float64)
+    return data
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def episode_returns(data: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns of the episodes that end (terminal or timeout) in D4RL arrays, ``(E,)``."""
+    ends = np.nonzero(data["terminals"].astype(bool) | data["timeouts"].astype(bool))[0] + 1
+    if len(ends) == 0:
+        return np.zeros(0)
+    return np.add.reduceat(data["rewards"].astype(np.float64), np.concatenate([[0], ends[:-1]]))[:len(ends)]
+
+
+# ----------------------------------------------------------------------------- Pendulum (scripted)
+
+
+def pendulum_expert(obs: np.ndarray) -> np.ndarray:
+    """Energy-shaping swing-up + PD balance for Pendulum-v1: ``obs (B, 3) -> torque (B, 1)`` in [-2, 2].
+
+    Pendulum-v1's dynamics are ``th'' = 15 sin(th) + 3 u`` (th = 0 upright), so the energy
+    ``E = w^2 / 2 + 15 (cos th - 1)`` is 0 upright at rest and ``dE/dt = 3 u w``: pumping with
+    ``u = -E w`` drives E to 0 (the homoclinic orbit through the top); near the top a PD law holds it.
+    """
+    c, s, w = obs[:, 0], obs[:, 1], obs[:, 2]
+    th = np.arctan2(s, c)
+    energy = 0.5 * w**2 + 15.0 * (c - 1.0)
+    u = np.where(c > 0.85, -(20.0 * th + 4.0 * w), -energy * w)
+    return np.clip(u, -2.0, 2.0)[:, None].astype(np.float32)
+
+
+def pendulum_policy(random_prob: float, noise: float = PENDULUM_NOISE):
+    """With probability ``random_prob`` a uniform torque, else the expert's plus N(0, noise)."""
+    def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        b = len(obs)
+        act = pendulum_expert(obs) + (rng.normal(0.0, noise, (b, 1)) if noise > 0 else 0.0)
+        random = rng.uniform(-2.0, 2.0, (b, 1))
+        return np.clip(np.where(rng.random((b, 1)) < random_prob, random, act), -2.0, 2.0).astype(np.float32)
+
+    return policy
+
+
+def generate_pendulum(quality: str, samples: int, seed: int, quiet: bool = True) -> tuple[dict, dict]:
+    """Pendulum-v1 data from the scripted policies; returns (arrays, attrs describing the policy)."""
+    env_id = ENVS["pendulum"]["env_id"]
+    p_med = PENDULUM_MEDIUM_RANDOM_PROB
+
+    def run(p, n, s, desc):
+        return collect(env_id, pendulum_policy(p), s, n_steps=n, desc=desc, quiet=quiet)
+
+    if quality == "random":
+        return run(1.0, samples, seed, "pendulum-random"), {"policy": "uniform random torques"}
+    if quality == "expert":
+        return run(0.0, samples, seed, "pendulum-expert"), {
+            "policy": f"scripted swing-up + PD expert, N(0, {PENDULUM_NOISE}) torque noise"}
+    if quality == "medium":
+        return run(p_med, samples, seed, "pendulum-medium"), {
+            "policy": f"uniform random torque with probability {p_med}, else the noisy expert"}
+    if quality == "medium-expert":
+        med, _ = generate_pendulum("medium", samples, seed, quiet)
+        exp, _ = generate_pendulum("expert", samples, seed, quiet)
+        return concat([med, exp]), {"policy": "pendulum-medium + pendulum-expert (same seed), concatenated"}
+    probs = np.linspace(1.0, p_med, 10)
+    parts = [run(p, samples // 10 + (i < samples % 10), seed + i, f"pendulum-replay {i + 1}/10")
+             for i, p in enumerate(probs)]
+    return concat(parts), {"policy": f"10 equal parts, random-torque probability 1.0 -> {p_med} (a learner's buffer)"}
+
+
+def pendulum_reference_returns(n_episodes: int = 1000, seed: int = 12_345) -> dict[str, tuple[float, float]]:
+    """(mean, std) return of the uniform-random policy and the deterministic scripted expert."""
+    env_id = ENVS["pendulum"]["env_id"]
+    out = {}
+    for name, policy in (("random", pendulum_policy(1.0)), ("expert", lambda obs, rng: pendulum_expert(obs))):
+        r = collect(env_id, policy, seed, n_episodes=n_episodes)["episode_returns"]
+        out[name] = (float(r.mean()), float(r.std()))
+    return out
+
+
+# ----------------------------------------------------------------------------- MuJoCo: SAC behaviour policies
+
+
+def _env_spec(env_id: str):
+    import gymnasium as gym
+
+    from algorithms import EnvSpec
+
+    env = gym.make(env_id)
+    space, limit = env.action_space, env.spec.max_episode_steps
+    obs_dim = env.observation_space.shape[0]
+    env.close()
+    spec = EnvSpec(obs_dim=obs_dim, act_dim=space.shape[0], act_low=tuple(float(x) for x in space.low),
+                   act_high=tuple(float(x) for x in space.high))
+    return spec, limit or 1000
+
+
+def _actor_policy(actor, deterministic: bool = False):
+    import torch
+
+    device = next(actor.parameters()).device
+
+    @torch.no_grad()
+    def policy(obs: np.ndarray, rng) -> np.ndarray:
+        o = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        return (actor.mode(o) if deterministic else actor.sample(o)[0]).cpu().numpy()
+
+    return policy
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    from platform.checkpoint import atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object, so numpy does not append ".npz" to the temp name
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: int = 10_000, eval_episodes: int = 5,
+              checkpoint_every: int = 50_000, config=None, quiet: bool = False, device: str = "cpu"):
+    """Train SAC online for at least ``steps`` env steps (finishing the last episode), resumably.
+
+    Work dir: ``progress.json`` (the commit point: step, evals, numpy RNG state, config),
+    ``state_<step>.pt`` (agent + torch RNG), ``replay/<start>-<end>.npz`` (buffer chunks) and
+    ``snapshots/actor_<step>.pt`` (the actor at each evaluation).  Returns ``(agent, buffer, progress)``.
+    ``device``: where the networks train (``cuda`` helps; results then differ from CPU in the last bits).
+    """
+    import gymnasium as gym
+    import torch
+
+    from algorithms.sac import SAC, ReplayBuffer, SACConfig
+    from platform.checkpoint import load_state, save_json, save_state
+
+    config = config or SACConfig()
+    env_id = ENVS[env]["env_id"]
+    spec, limit = _env_spec(env_id)
+    if steps + limit > config.buffer_size:
+        raise ValueError(f"--steps {steps} needs a replay buffer of {steps + limit} rows; "
+                         f"SACConfig.buffer_size is {config.buffer_size}")
+    os.makedirs(os.path.join(work_dir, "replay"), exist_ok=True)
+    os.makedirs(os.path.join(work_dir, "snapshots"), exist_ok=True)
+    progress_path = os.path.join(work_dir, "progress.json")
+    torch.manual_seed(seed)  # before building the networks: their initial weights depend on it
+    agent = SAC(config, spec, device)
+    buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, steps + limit, device)
+    rng = np.random.default_rng(seed)
+    meta = {"env_id": env_id, "seed": seed, "config": asdict(config), "generator_version": GENERATOR_VERSION}
+    progress = {**meta, "step": 0, "episode": 0, "evals": [], "rng": None}
+
+    if os.path.exists(progress_path):
+        with open(progress_path) as f:
+            saved = json.load(f)
+        for k, v in meta.items():
+            if saved.get(k) != v:
+                raise ValueError(f"{work_dir}: was made with {k}={saved.get(k)!r}, now {v!r}; use another --work-dir")
+        progress = saved
+        for path in sorted(glob.glob(os.path.join(work_dir, "replay", "*.npz"))):
+            start, end = (int(x) for x in re.findall(r"\d+", os.path.basename(path)))
+            if end > progress["step"]:  # written after the last commit: stale, will be redone
+                os.remove(path)
+                continue
+            with np.load(path) as z:
+                buffer.extend({k: z[k] for k in ReplayBuffer.KEYS})
+        if buffer.size != progress["step"]:
+            raise RuntimeError(f"{work_dir}: replay chunks hold {buffer.size} rows, progress.json says {progress['step']}")
+        # a run for --steps stops at the first episode end at or after it; one that went further is another run
+        ends = np.nonzero(buffer.data["terminals"][:buffer.size] + buffer.data["timeouts"][:buffer.size])[0] + 1
+        if buffer.size > steps and buffer.size > ends[np.searchsorted(ends, steps)]:
+            raise ValueError(f"{work_dir}: already trained {buffer.size} steps, more than --steps {steps}; "
+                             f"pass --steps {buffer.size} or use another --work-dir")
+        state = load_state(os.path.join(work_dir, f"state_{progress['step']:09d}.pt"), device)
+        agent.load_state_dict(state["agent"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and agent.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), agent.device)
+        rng.bit_generator.state = progress["rng"]
+        if not quiet:
+            print(f"[generate] {env}: resuming SAC from step {progress['step']} ({work_dir})", flush=True)
+
+    step, episode = progress["step"], progress["episode"]
+    if step >= steps:
+        return agent, buffer, progress
+    env_ = gym.make(env_id)
+    low, high = np.asarray(spec.act_low), np.asarray(spec.act_high)
+    next_eval = (step // eval_every + 1) * eval_every
+    next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+    last_ckpt_rows = buffer.size
+
+    def evaluate():
+        r = collect(env_id, _actor_policy(agent.actor, deterministic=True), seed=10_000 + len(progress["evals"]),
+                    n_episodes=eval_episodes, n_envs=eval_episodes)["episode_returns"]
+        save_state(os.path.join(work_dir, "snapshots", f"actor_{step:09d}.pt"), agent.actor.state_dict())
+        progress["evals"].append({"step": step, "return_mean": float(r.mean()), "return_std": float(r.std())})
+        return float(r.mean())
+
+    def checkpoint():
+        nonlocal last_ckpt_rows
+        _save_npz(os.path.join(work_dir, "replay", f"{last_ckpt_rows:09d}-{buffer.size:09d}.npz"),
+                  buffer.arrays(last_ckpt_rows, buffer.size))
+        rng_states = {"torch_rng": torch.get_rng_state()}
+        if agent.device.type == "cuda":  # the policy's sampling noise comes from the GPU's generator
+            rng_states["cuda_rng"] = torch.cuda.get_rng_state(agent.device)
+        save_state(os.path.join(work_dir, f"state_{step:09d}.pt"), {"agent": agent.state_dict(), **rng_states})
+        progress.update(step=step, episode=episode, rng=rng.bit_generator.state)
+        save_json(progress_path, progress)  # commit
+        for old in glob.glob(os.path.join(work_dir, "state_*.pt")):
+            if not old.endswith(f"state_{step:09d}.pt"):
+                os.remove(old)
+        last_ckpt_rows = buffer.size
+
+    bar = _progress(steps, f"SAC {env}", quiet, initial=step)
+    obs, _ = env_.reset(seed=seed * 1_000_003 + episode)  # per-episode seeds: a resumed run sees the same starts
+    ep_ret, last_eval, t0, start, metrics = 0.0, float("nan"), time.time(), step, {}
+    while True:
+        if step < config.learning_starts:
+            act = rng.uniform(low, high).astype(np.float32)
+        else:
+            act = agent.act(obs[None])[0]
+        nxt, r, term, trunc, _ = env_.step(act)
+        buffer.add(obs, act, r, nxt, term, trunc and not term)
+        step += 1
+        ep_ret += r
+        bar.update(1)
+        if step > config.learning_starts:
+            metrics = agent.update(buffer.sample(config.batch_size, rng))
+        if not (term or trunc):
+            obs = nxt
+            continue
+        # episode boundary: the only place to evaluate and checkpoint, so no episode is ever split
+        episode += 1
+        finished = step >= steps
+        if step >= next_eval or finished:
+            last_eval = evaluate()
+            next_eval = (step // eval_every + 1) * eval_every
+        if step >= next_ckpt or finished:
+            checkpoint()
+            next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
+        bar.set_postfix(eval=f"{last_eval:.0f}", ep=f"{ep_ret:.0f}", sps=f"{(step - start) / (time.time() - t0):.0f}",
+                        q=f"{metrics.get('train/q_mean', float('nan')):.1f}", refresh=False)
+        if finished:
+            break
+        ep_ret = 0.0
+        obs, _ = env_.reset(seed=seed * 1_000_003 + episode)
+    bar.close()
+    env_.close()
+    return agent, buffer, progress
+
+
+def select_medium(evals: list[dict], random_score: float, fraction: float = MEDIUM_FRACTION) -> tuple[dict, float, float]:
+    """First evaluation at ``fraction`` of the way from random to the expert (mean of the last 3 evals).
+
+    Returns ``(eval record, expert return, threshold)``; falls back to the best evaluation if none
+    reaches it (only in runs too short to learn).
+    """
+    expert = float(np.mean([e["return_mean"] for e in evals[-3:]]))
+    threshold = random_score + fraction * (expert - random_score)
+    for e in evals:
+        if e["return_mean"] >= threshold:
+            return e, expert, threshold
+    return max(evals, key=lambda e: e["return_mean"]), expert, threshold
+
+
+def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: str, steps: int,
+                    quiet: bool = False, **train_kwargs) -> tuple[dict, dict]:
+    import torch
+
+    from algorithms.sac import Actor
+    from platform.checkpoint import load_state
+    from platform.datasets.scores import REF_SCORES
+
+    env_id = ENVS[env]["env_id"]
+    if quality == "random":
+        spec, _ = _env_spec(env_id)
+        low, high = np.asarray(spec.act_low), np.asarray(spec.act_high)
+        data = collect(env_id, lambda obs, rng: rng.uniform(low, high, (len(obs), len(low))), seed,
+                       n_steps=samples, n_envs=16, desc=f"{env}-random", quiet=quiet)
+        return data, {"policy": "uniform random actions"}
+
+    agent, buffer, progress = train_sac(env, work_dir, steps, seed, quiet=quiet, **train_kwargs)
+    evals = progress["evals"]
+    medium, expert_return, threshold = select_medium(evals, REF_SCORES[env][0])
+    attrs = {"sac_steps": progress["step"], "sac_config": progress["config"], "medium_step": medium["step"],
+             "medium_eval_return": medium["return_mean"], "expert_eval_return": expert_return,
+             "medium_threshold": threshold, "sac_evals": [[e["step"], e["return_mean"]] for e in evals],
+             "work_dir": os.path.abspath(work_dir)}
+    if quality == "medium-replay":
+        data = buffer.arrays(0, medium["step"])
+        data["episode_returns"] = episode_returns(data)
+        return data, {**attrs, "policy": f"SAC replay buffer up to step {medium['step']} (the medium agent's)"}
+
+    def snapshot_actor(step: int):
+        actor = Actor(agent.spec.obs_dim, agent.spec.act_dim, agent.config.hidden_dim, agent.config.n_hidden,
+                      agent.spec.act_low, agent.spec.act_high)
+        actor.load_state_dict(load_state(os.path.join(work_dir, "snapshots", f"actor_{step:09d}.pt")))
+        return actor.to(agent.device)
+
+    torch.manual_seed(seed)
+    parts = []
+    if quality in ("medium", "medium-expert"):
+        parts.append(collect(env_id, _actor_policy(snapshot_actor(medium["step"])), seed, n_steps=samples,
+                             n_envs=16, desc=f"{env}-medium", quiet=quiet))
+    if quality in ("expert", "medium-expert"):
+        parts.append(collect(env_id, _actor_policy(agent.actor), seed, n_steps=samples, n_envs=16,
+                             desc=f"{env}-expert", quiet=quiet))
+    policy = {"medium": f"SAC snapshot at step {medium['step']}, stochastic",
+              "expert": f"SAC after {progress['step']} steps, stochastic",
+              "medium-expert": "the medium and expert collections, concatenated"}[quality]
+    return concat(parts), {**attrs, "policy": policy}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+@contextmanager
+def _file_lock(path: str):
+    """Serialize generation of one file across processes (e.g. several Ray workers on first use)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def generate(env: str, quality: str, out: str | None = None, *, samples: int | None = None, steps: int = 1_000_000,
+             seed: int = 0, work_dir: str | None = None, cache_dir: str | None = None, force: bool = False,
+             quiet: bool | None = None, **train_kwargs) -> str:
+    """Generate one dataset to ``out`` (default: the ``generated:`` cache) and return its path.
+
+    An existing file is kept unless ``force``.  ``samples``: transitions per behaviour policy
+    (default 20k for pendulum, 1M for MuJoCo); ``steps``: SAC training steps (MuJoCo);
+    ``train_kwargs``: ``eval_every``, ``eval_episodes``, ``checkpoint_every``, ``config`` of ``train_sac``.
+    """
+    from platform.datasets.scores import REF_SCORES
+
+    parse_name(f"{env}-{quality}")
+    out = out or cached_path(env, quality, cache_dir)
+    samples = samples or ENVS[env]["samples"]
+    quiet = (env == "pendulum") if quiet is None else quiet
+    with _file_lock(out):
+        if os.path.exists(out) and not force:
+            return out
+        t0 = time.time()
+        if env == "pendulum":
+            data, attrs = generate_pendulum(quality, samples, seed, quiet=quiet)
+        else:
+            work_dir = work_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "work", f"{env}-sac-seed{seed}")
+            data, attrs = generate_mujoco(env, quality, samples, seed, work_dir, steps, quiet=quiet, **train_kwargs)
+        import gymnasium as gym
+
+        env_id = ENVS[env]["env_id"]
+        probe = gym.make(env_id)
+        space, limit = probe.action_space, probe.spec.max_episode_steps
+        probe.close()
+        returns = data.pop("episode_returns")
+        lo, hi = REF_SCORES[env]
+        norm = 100 * (returns.mean() - lo) / (hi - lo) if len(returns) else float("nan")
+        attrs = {"env_id": env_id, "quality": quality, "generator": "platform.datasets.generate",
+                 "generator_version": GENERATOR_VERSION, "seed": seed, "samples": len(data["rewards"]),
+                 "ref_min_score": lo, "ref_max_score": hi, "act_low": space.low.astype(np.float32),
+                 "act_high": space.high.astype(np.float32), "max_episode_steps": limit or 0,
+                 "n_episodes": len(returns), "mean_episode_return": float(returns.mean()) if len(returns) else np.nan,
+                 "mean_normalized_score": float(norm), "seconds": time.time() - t0,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **attrs}
+        write_d4rl_hdf5(out, data, attrs)
+    if not quiet:
+        print(summary(out), flush=True)
+    return out
+
+
+def summary(path: str) -> str:
+    """One line about a generated file, from its attributes."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        a = dict(f.attrs)
+    return (f"[generate] {a['env_id']} {a['quality']}: {a['samples']} steps, {a['n_episodes']} episodes, mean return "
+            f"{a['mean_episode_return']:.1f} (normalized {a['mean_normalized_score']:.1f}), {a['seconds']:.1f}s -> {path}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m platform.datasets.generate", description=__doc__.split("\n\n")[0],
+                                epilog="See the module docstring for the recipe and the measured costs.")
+    p.add_argument("env", choices=list(ENVS))
+    p.add_argument("quality", choices=QUALITIES)
+    p.add_argument("--out", help="output .hdf5 (default: the cache read by generated:<env>-<quality>)")
+    p.add_argument("--cache-dir", help="cache directory (default: $DRL_DATA_DIR or ~/.cache/diffusion-rl/datasets)")
+    p.add_argument("--samples", type=int, help="transitions per behaviour policy (pendulum 20000, MuJoCo 1000000)")
+    p.add_argument("--steps", type=int, default=1_000_000, help="MuJoCo: SAC training env steps (default 1M)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", help="MuJoCo: SAC checkpoints (default: <out dir>/work/<env>-sac-seed<S>)")
+    p.add_argument("--eval-every", type=int, default=10_000, help="MuJoCo: SAC evaluation/snapshot interval")
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--checkpoint-every", type=int, default=50_000, help="MuJoCo: checkpoint interval (steps)")
+    p.add_argument("--learning-starts", type=int, help="MuJoCo: random steps before SAC updates (default 10000)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for SAC on 2 cores)")
+    p.add_argument("--device", default=None, help="MuJoCo: SAC device (default: cuda if available, else cpu)")
+    p.add_argument("--force", action="store_true", help="regenerate even if the output exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    for name in ("samples", "steps", "eval_every", "eval_episodes", "checkpoint_every", "threads"):
+        value = getattr(a, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    import torch
+
+    from algorithms.sac import SACConfig
+
+    torch.set_num_threads(a.threads)
+    try:
+        config = SACConfig() if a.learning_starts is None else SACConfig(learning_starts=a.learning_starts)
+    except ValueError as e:
+        p.error(str(e))
+    train_kwargs = {} if a.env == "pendulum" else {
+        "eval_every": a.eval_every, "eval_episodes": a.eval_episodes, "checkpoint_every": a.checkpoint_every,
+        "config": config, "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu")}
+    out = a.out or cached_path(a.env, a.quality, a.cache_dir)
+    if os.path.exists(out) and not a.force:
+        print(f"[generate] {out} exists; keeping it (--force regenerates)", flush=True)
+        return 0
+    try:
+        generate(a.env, a.quality, out, samples=a.samples, steps=a.steps, seed=a.seed, work_dir=a.work_dir,
+                 force=a.force, quiet=a.quiet, **train_kwargs)
+        if a.quiet:
+            print(summary(out), flush=True)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
