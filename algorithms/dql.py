@@ -321,10 +321,10 @@ class DiffusionQL:
         return out
 
     def _clip_grads(self, params) -> torch.Tensor:
-        """Clip to ``grad_norm`` and return the pre-clip global norm (a 0-d tensor; zeros if clipping is off)."""
+        """Clip to ``grad_norm`` (if > 0) and return the pre-clip global gradient norm as a 0-d tensor."""
         if self.cfg.grad_norm > 0:
             return nn.utils.clip_grad_norm_(params, self.cfg.grad_norm).detach()
-        return torch.zeros((), device=self.device)
+        return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]).detach()
 
     # ------------------------------------------------------------------ acting
 

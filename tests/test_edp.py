@@ -114,8 +114,9 @@ def test_dpm_solver_matches_mixture_moments():
     fn = lambda x, k: mixture_eps(x, k, sched, means, std, weights)
     g = torch.Generator().manual_seed(0)
     x = dpm_solver_sample(fn, sched, (20000, 1), n_steps=25, generator=g)
-    right = (x > 0).float().mean().item()
-    assert abs(right - 0.7) < 0.02  # mode weights within 2 points
-    assert abs(x[x > 0].mean().item() - 0.5) < 0.02 and abs(x[x < 0].mean().item() + 0.6) < 0.02
-    assert abs(x[x > 0].std().item() - std) < 0.03
-    assert solver_timesteps(1000, 15).tolist()[0] == 999 and solver_timesteps(1000, 15).tolist()[-1] == 0
+    # tolerance: mode weights within 2 points, mode means within 0.01, std within 0.01 (20k samples)
+    assert abs((x > 0).float().mean().item() - 0.7) < 0.02
+    assert abs(x[x > 0].mean().item() - 0.5) < 0.01 and abs(x[x < 0].mean().item() + 0.6) < 0.01
+    assert abs(x[x > 0].std().item() - std) < 0.01
+    ts = solver_timesteps(sched.alphas_cumprod, 15).tolist()
+    assert ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True) and len(ts) == 16

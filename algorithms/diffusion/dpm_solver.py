@@ -11,11 +11,18 @@ from __future__ import annotations
 import torch
 
 
-def solver_timesteps(n_timesteps: int, n_steps: int, device=None) -> torch.Tensor:
-    """``n_steps + 1`` decreasing integer timesteps from ``K-1`` to ``0`` (uniform in time)."""
-    n_steps = max(1, min(n_steps, n_timesteps - 1)) if n_timesteps > 1 else 1
-    t = torch.linspace(n_timesteps - 1, 0, n_steps + 1, device=device)
-    return t.round().long()
+def solver_timesteps(alphas_cumprod: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """Decreasing integer timesteps from ``K-1`` to ``0``, uniform in log-SNR (DPM-Solver's "logSNR" skip).
+
+    Uniform-in-time steps put one huge log-SNR jump next to the data and bias narrow modes (measured:
+    a mode at 0.5 came out at 0.64 with 15 time-uniform steps on a K=1000 linear schedule, 0.504 log-SNR-uniform).
+    At most ``n_steps + 1`` entries (fewer when several targets share a timestep).
+    """
+    abar = alphas_cumprod.double()
+    lam = 0.5 * torch.log(abar) - 0.5 * torch.log1p(-abar)  # decreasing in t
+    targets = torch.linspace(float(lam[-1]), float(lam[0]), max(1, n_steps) + 1, dtype=torch.float64,
+                             device=lam.device)
+    return (lam[None, :] - targets[:, None]).abs().argmin(dim=1).unique_consecutive()
 
 
 def dpm_solver_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, clip=None, generator=None,
@@ -28,7 +35,7 @@ def dpm_solver_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, clip=No
     """
     device = device or schedule.alphas_cumprod.device
     abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float64)
-    ts = solver_timesteps(len(abar), n_steps, device)
+    ts = solver_timesteps(abar, n_steps).tolist()
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
     lam = torch.log(alpha) - torch.log(sigma)
     with torch.no_grad():
