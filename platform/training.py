@@ -154,7 +154,10 @@ def train_loop(loop_config: dict) -> None:
 
     data = load_dataset(spec.dataset)
     env_spec = data.env_spec()
-    config = algorithms.build_config(spec.algorithm, {**spec.config, **params})
+    config_params = {**spec.config, **params}
+    if "max_steps" in algorithms.config_fields(spec.algorithm) and "max_steps" not in config_params:
+        config_params["max_steps"] = spec.train.steps  # lr schedules span this trial's budget, not the paper's
+    config = algorithms.build_config(spec.algorithm, config_params)
     config_dict = _config_dict(config)
     runs = [SeedRun(s, spec, config, env_spec, data, device) for s in seeds]
 
@@ -205,7 +208,7 @@ def train_loop(loop_config: dict) -> None:
             eval_s = 0.0
             if is_eval:
                 tick = time.perf_counter()
-                results = pool.evaluate([run.algo.state_dict() for run in runs], t.eval_episodes, t.eval_seed)
+                results = pool.evaluate([_policy_state(run.algo) for run in runs], t.eval_episodes, t.eval_seed)
                 eval_s = time.perf_counter() - tick
                 for run, m in zip(runs, results):
                     per_seed[run.seed].update(m)
@@ -233,6 +236,11 @@ def train_loop(loop_config: dict) -> None:
                 ray.train.report(metrics)
     finally:
         pool.shutdown()
+
+
+def _policy_state(algo) -> dict:
+    """What rollout actors need: the acting weights only when the algorithm can say which (no optimizer state)."""
+    return algo.policy_state_dict() if hasattr(algo, "policy_state_dict") else algo.state_dict()
 
 
 def _config_dict(config) -> dict:

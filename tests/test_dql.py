@@ -222,6 +222,7 @@ def test_eta_changes_the_actor_gradient_and_not_the_critic_step():
     torch.manual_seed(2)
     m1 = guided.update(b)
     assert m0["train/critic_loss"] == m1["train/critic_loss"] and m0["train/ql_loss"] == 0.0
+    assert m0["train/actor_grad_norm"] > 0 and m0["train/critic_grad_norm"] > 0  # reported without clipping too
     assert all(torch.equal(x, y) for x, y in zip(params(base.critic), params(guided.critic)))
     assert any(not torch.allclose(x, y) for x, y in zip(params(base.actor), params(guided.actor)))
     assert m1["train/actor_loss"] == pytest.approx(m1["train/bc_loss"] + m1["train/ql_loss"], rel=1e-5)
