@@ -71,7 +71,15 @@ def _plain(v):
     return v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
 
 
-def _trial_history(result) -> list[dict]:
+def _trial_history(result, history_dir: str | None = None, trial_id: str | None = None) -> list[dict]:
+    """The trial's reports: the training loop's append-only JSONL log if present, else Tune's records."""
+    if history_dir and trial_id:
+        path = os.path.join(history_dir, f"{trial_id}.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+            by_step = {r.get("step"): r for r in records}  # a step repeated after a restart: keep the last
+            return [by_step[k] for k in sorted(by_step, key=lambda x: (x is None, x))]
     df = result.metrics_dataframe
     if df is None or len(df) == 0:
         return [result.metrics] if result.metrics else []
@@ -87,7 +95,7 @@ def _error_line(err) -> str | None:
     return (causes[-1] if causes else lines[-1] if lines else repr(err))[:500]
 
 
-def frame_from_grid(grid, spec: SweepSpec) -> pd.DataFrame:
+def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.DataFrame:
     from platform.datasets import dataset_env_id
 
     env = spec.env or dataset_env_id(spec.dataset)
@@ -96,7 +104,8 @@ def frame_from_grid(grid, spec: SweepSpec) -> pd.DataFrame:
         trial_id = _trial_id(result)
         params = {**spec.config, **(result.config or {})}
         status = "ERROR" if result.error else "TERMINATED"
-        rows += rows_from_history(_trial_history(result), sweep=spec.name, trial_id=trial_id,
+        history_dir = os.path.join(storage, spec.name, "_history") if storage else None
+        rows += rows_from_history(_trial_history(result, history_dir, trial_id), sweep=spec.name, trial_id=trial_id,
                                   algorithm=spec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
                                   params=params, status=status, error=_error_line(result.error))
     return pd.DataFrame(rows)
@@ -107,7 +116,7 @@ def _trial_id(result) -> str:
         return str(result.metrics["trial_id"])
     # Trials that never reported: the id is the suffix of the trial directory name.
     base = os.path.basename(str(result.path).rstrip("/"))
-    m = re.search(r"_([0-9a-f]{5,8}_\d+)_", base)
+    m = re.search(r"_([0-9a-f]{5,8})_\d+_", base)  # <trainable>_<trial id>_<index>_<params>_<date>
     return m.group(1) if m else base
 
 
@@ -126,7 +135,7 @@ def write_frame(df: pd.DataFrame, path: str) -> str:
 
 
 def write_results(grid, spec: SweepSpec, storage: str) -> str:
-    return write_frame(frame_from_grid(grid, spec), results_path(storage, spec.name))
+    return write_frame(frame_from_grid(grid, spec, storage), results_path(storage, spec.name))
 
 
 def read_results(path: str) -> pd.DataFrame:

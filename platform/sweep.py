@@ -66,7 +66,8 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
         per_worker["GPU"] = r.gpus_per_worker
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": spec_dict, "params": params},
+        train_loop_config={"spec": spec_dict, "params": params, "trial_id": trial_id,
+                           "history_dir": os.path.join(storage, spec.name, "_history")},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=per_worker),
         # Same name on a resumed sweep -> Train restores its checkpoint manager and the loop resumes.
@@ -229,7 +230,7 @@ def _preflight(spec: SweepSpec) -> None:
 
     try:
         env_id = check_dataset(spec.dataset)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
         raise SpecError(spec.path, "dataset", str(e)) from None
     try:
         check_env_id(spec.env or env_id)

@@ -222,6 +222,8 @@ def train_loop(loop_config: dict) -> None:
                 score = metrics.get(spec.search.metric, float("nan"))
                 print(f"[train] step {step}/{t.steps} {spec.search.metric}={score:.3f} "
                       f"({sps:.1f} seed-steps/s, eval {eval_s:.1f}s)", flush=True)
+            if rank == 0:
+                _append_history(loop_config.get("history_dir"), loop_config.get("trial_id"), metrics)
             if is_eval and (step % ckpt_every == 0 or step == t.steps):
                 with tempfile.TemporaryDirectory() as d:
                     for run in runs:
@@ -236,6 +238,24 @@ def train_loop(loop_config: dict) -> None:
                 ray.train.report(metrics)
     finally:
         pool.shutdown()
+
+
+def _append_history(history_dir: str | None, trial_id: str | None, metrics: dict) -> None:
+    """Append one report to ``<history_dir>/<trial_id>.jsonl``: the trial's durable metric history.
+
+    Tune's own result files of a trial can be rewritten when a killed sweep is resumed; this log is only
+    ever appended to (results.py de-duplicates steps repeated after a restart).  Local/shared paths only.
+    """
+    if not history_dir or not trial_id or "://" in history_dir:
+        return
+    import json
+
+    os.makedirs(history_dir, exist_ok=True)
+    line = json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}, allow_nan=True)
+    with open(os.path.join(history_dir, f"{trial_id}.jsonl"), "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _policy_state(algo) -> dict:

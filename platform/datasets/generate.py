@@ -37,12 +37,16 @@ output (``<out dir>/work/<env>-sac-seed<S>/``): the agent, optimizer and RNG sta
 buffer (npz chunks) are checkpointed every ``--checkpoint-every`` steps at an episode boundary, and a
 rerun continues from the last checkpoint (also to extend training with a larger ``--steps``).
 Collection then runs 16 environments with batched policy calls (``--samples``, default 1M per policy).
-Cost on this 2-core CPU, *extrapolated* from short measured runs (other jobs were sharing the machine,
-so treat it as a rough figure): SAC trains at about 45 steps/s on HalfCheetah-v5 with one torch thread
-(the gradient step dominates; env stepping is about 23k steps/s), so the 1M-step run behind medium /
-expert / medium-replay takes about 6 hours (about 3 h if stopped at 500k); collecting 1M steps with a
-trained policy takes about 4 min and with the random policy about 1 min.  Use a GPU machine or more
-cores for these and generate once: the files are cached.
+Cost on this 2-core CPU (measured while other jobs shared the cores, load average 3-8, so these are
+pessimistic): a 20k-step HalfCheetah-v5 run (5k random steps, then one gradient step per env step)
+took 8.4 min, i.e. 30-45 SAC steps/s with one torch thread (two threads were 4x slower under that
+load); the gradient step dominates (about 0.66 GFLOP; env stepping alone is about 23k steps/s).
+*Extrapolated, not run*: D4RL's 1M-step training behind medium / expert / medium-replay takes about
+6-9 hours here (perhaps 3-5 h on idle cores), and a 1M-step collection with a trained policy about
+4 min (4.5k steps/s with 16 envs), with the random policy about 2.5 min (100k measured: 14.9 s, mean
+return -279.0 against D4RL's random reference -280.2).  Sanity check of the SAC implementation: on
+Pendulum-v1 it reaches -146 (deterministic eval) after 5k steps.  ``--device cuda``
+trains on a GPU; generate once, the files are cached.
 """
 from __future__ import annotations
 
