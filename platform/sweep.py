@@ -122,6 +122,15 @@ def _last_line(path) -> str:
         return "?"
 
 
+def wandb_callback(spec: SweepSpec):
+    """Weights & Biases logging of every trial, offline unless the user's WANDB_MODE says otherwise."""
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    mode = os.environ.get("WANDB_MODE") or spec.wandb.mode
+    os.environ.setdefault("WANDB_MODE", mode)  # Ray's callback skips the API-key check only via this variable
+    return WandbLoggerCallback(project=spec.wandb.project, group=spec.name, mode=mode)
+
+
 def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     import ray
     from ray import tune
@@ -161,10 +170,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     concurrent = max_concurrent_trials(spec, cluster)
     callbacks = [ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec)).callback]
     if spec.wandb.enabled:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
-        callbacks.append(WandbLoggerCallback(project=spec.wandb.project, group=spec.name,
-                                             mode=os.environ.get("WANDB_MODE", spec.wandb.mode)))
+        callbacks.append(wandb_callback(spec))
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),

@@ -115,3 +115,15 @@ def test_resources_and_concurrency(tmp_path):
     assert need == {"CPU": 1 + 0.5, "GPU": 0.0}
     assert max_concurrent_trials(spec, {"CPU": 2.0}) == 1
     assert max_concurrent_trials(spec, {"CPU": 6.0}) == 4
+
+
+def test_wandb_callback_is_offline_by_default(tmp_path, monkeypatch):
+    from platform.sweep import wandb_callback
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    spec = load_spec(write(tmp_path, GOOD + "wandb: {enabled: true, project: p}\n"))
+    cb = wandb_callback(spec)
+    assert type(cb).__name__ == "WandbLoggerCallback"
+    assert cb.kwargs["mode"] == "offline" and cb.project == "p"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_callback(spec).kwargs["mode"] == "disabled"
