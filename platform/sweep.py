@@ -43,7 +43,9 @@ def init_ray(num_cpus: int | None = None) -> None:
         return
     env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None)
+        # A submitted job (or an explicit cluster address): the job's runtime env (working_dir, env_vars)
+        # already applies to every worker, and Ray refuses to merge a second one into it.
+        ray.init()
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False,
                  runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars})
