@@ -252,13 +252,26 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
         c.fail(("config",), f"expected a mapping of algorithm parameters, got {config!r}")
 
     sections = {key: c.section((key,), data.get(key), cls) for key, cls in _SECTIONS.items()}
-    for key, value in (overrides or {}).items():  # CLI overrides, e.g. {"search.num_samples": 3}
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():  # CLI overrides, e.g. {"search.num_samples": 3}
+        if "." not in key:
+            continue
         sec, attr = key.split(".")
         setattr(sections[sec], attr, value)
-    spec = SweepSpec(name=name, algorithm=data["algorithm"], dataset=data["dataset"], env=data.get("env"),
+    dataset = overrides.pop("dataset", None) if overrides else None
+    spec = SweepSpec(name=name, algorithm=data["algorithm"], dataset=_absolute_paths(dataset or data["dataset"]),
+                     env=data.get("env"),
                      config=config, storage=data.get("storage"), path=file, **sections)
     _validate(spec, c)
     return spec
+
+
+def _absolute_paths(dataset: str) -> str:
+    """``d4rl:``/``pusht:`` file paths become absolute: Ray workers run in a copy of the working dir."""
+    kind, _, value = dataset.partition(":")
+    if kind in ("d4rl", "pusht") and ("/" in value or value.endswith((".hdf5", ".h5", ".zarr"))):
+        return f"{kind}:{os.path.abspath(os.path.expanduser(value))}"
+    return dataset
 
 
 def _validate(spec: SweepSpec, c: _Checker):

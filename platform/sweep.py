@@ -252,6 +252,7 @@ def main(argv=None) -> int:
     p.add_argument("spec", help="study YAML, e.g. search_spaces/quickstart.yaml")
     p.add_argument("--num-samples", type=int, help="override search.num_samples")
     p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--dataset", help="override dataset, e.g. generated:pendulum-medium")
     p.add_argument("--storage", help="results directory (default: ./results, or the spec's storage)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep; finished trials are kept")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
@@ -262,6 +263,8 @@ def main(argv=None) -> int:
         overrides["search.num_samples"] = args.num_samples
     if args.steps is not None:
         overrides["train.steps"] = args.steps
+    if args.dataset:
+        overrides["dataset"] = args.dataset
     try:
         spec = load_spec(args.spec, overrides)
         _preflight(spec)

@@ -214,7 +214,9 @@ def test_ddpm_loss_is_the_eps_mse_and_zero_for_the_optimal_predictor_of_a_point_
     noise = torch.randn(32, 2, generator=g2)
     assert loss.item() == pytest.approx(noise.pow(2).mean().item(), rel=1e-6)
     # For data = the single point x0, the optimal eps is (x_k - sqrt(abar) x0) / sqrt(1 - abar): zero loss.
-    exact = lambda x, k: (x - s.sqrt_alphas_cumprod[k, None] * x0) / s.sqrt_one_minus_alphas_cumprod[k, None]  # noqa: E731
+    def exact(x, k):
+        return (x - s.sqrt_alphas_cumprod[k, None] * x0) / s.sqrt_one_minus_alphas_cumprod[k, None]
+
     assert ddpm_loss(exact, s, x0).item() < 1e-9
 
 

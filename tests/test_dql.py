@@ -69,7 +69,8 @@ def test_config_rejects_bad_values(bad, match):
 
 def test_config_coerces_search_space_types():
     np = pytest.importorskip("numpy")
-    c = DQLConfig(eta=np.float64(2.5), n_timesteps=np.int64(10), hidden_dim=64.0, grad_norm=9, max_q_backup=np.bool_(True))
+    c = DQLConfig(eta=np.float64(2.5), n_timesteps=np.int64(10), hidden_dim=64.0, grad_norm=9,
+                  max_q_backup=np.bool_(True))
     assert type(c.eta) is float and type(c.n_timesteps) is int and c.n_timesteps == 10 and type(c.hidden_dim) is int
     assert type(c.grad_norm) is float and c.max_q_backup is True
     with pytest.raises(ValueError, match="n_timesteps must be an integer"):

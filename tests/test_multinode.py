@@ -133,8 +133,11 @@ class LocalCluster:
         code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
                 "print('NODES=' + json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} "
                 "for n in ray.nodes() if n['Alive']]))" % self.address)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                             cwd=self.temp_dir, timeout=120)
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
+                                 cwd=self.temp_dir, timeout=60)
+        except subprocess.TimeoutExpired:  # the GCS is not answering (yet)
+            return []
         line = next((l for l in out.stdout.splitlines() if l.startswith("NODES=")), None)
         return json.loads(line[6:]) if line else []
 

@@ -13,4 +13,5 @@ from algorithms.diffusion.samplers import clip_to, ddim_sample, ddim_timesteps, 
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule, make_betas
 
 __all__ = ["BETA_SCHEDULES", "DiffusionSchedule", "make_betas", "ddpm_sample", "ddim_sample", "ddim_timesteps",
-           "ddpm_loss", "clip_to", "dpm_solver_sample", "NoiseMLP", "SinusoidalPosEmb", "mlp"]
+           "ddpm_loss", "clip_to", "dpm_solver_sample", "NoiseMLP", "SinusoidalPosEmb", "FastMish",
+           "mlp"]

@@ -27,7 +27,8 @@ class SinusoidalPosEmb(nn.Module):
 
 
 class _MishFunction(torch.autograd.Function):
-    """``mish(x) = x tanh(softplus(x))`` with one exp: ``tanh(log(1 + w)) = n / (n + 2)``, ``w = e^x``, ``n = w (w + 2)``.
+    """``mish(x) = x tanh(softplus(x))`` with one exp: ``tanh(log(1 + w)) = n / (n + 2)``, ``w = e^x``,
+    ``n = w (w + 2)``.
 
     Same values as ``F.mish`` to float32 round-off (~1e-6), about twice as fast forward and backward on
     CPU, where Mish is a third of a Diffusion-QL step.  ``x`` is clamped at 20 inside the exp

@@ -89,8 +89,12 @@ class DiffusionSchedule(nn.Module):
         return table[k].reshape(-1, *([1] * (like.dim() - 1)))
 
     def q_sample(self, x0: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """``x0 (B, ...)``, ``k (B,)`` long in ``[0, K)``, ``noise`` like x0 -> ``x_k = sqrt(abar_k) x0 + sqrt(1-abar_k) noise``."""
-        return self._at(self.sqrt_alphas_cumprod, k, x0) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, k, x0) * noise
+        """``x0 (B, ...)``, ``k (B,)`` long in ``[0, K)``, ``noise`` like x0 -> ``x_k`` like x0.
+
+        ``x_k = sqrt(abar_k) x0 + sqrt(1 - abar_k) noise``.
+        """
+        return (self._at(self.sqrt_alphas_cumprod, k, x0) * x0
+                + self._at(self.sqrt_one_minus_alphas_cumprod, k, x0) * noise)
 
     def x0_from_eps(self, xk: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``(x_k - sqrt(1 - abar_k) eps) / sqrt(abar_k)``, in DDPM's form ``sqrt(1/abar) x_k - sqrt(1/abar - 1) eps``.
