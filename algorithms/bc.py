@@ -132,8 +132,14 @@ class BC:
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone(), "opt": self.opt.state_dict()}
 
+    def policy_state_dict(self) -> dict:
+        """What ``act`` needs (no optimizer state): for rollout workers."""
+        return {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone()}
+
     def load_state_dict(self, d: dict) -> None:
+        """Load a ``state_dict()`` or a ``policy_state_dict()`` (without ``opt`` the optimizer is left as it is)."""
         self.net.load_state_dict(d["net"])
         with torch.no_grad():
             self.log_std.copy_(d["log_std"])
-        self.opt.load_state_dict(d["opt"])
+        if "opt" in d:
+            self.opt.load_state_dict(d["opt"])

@@ -350,16 +350,20 @@ class DiffusionQL:
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
                 "step": torch.tensor(self.step)}
 
+    def policy_state_dict(self) -> dict:
+        """What ``act`` needs (the sampling actor and the target critic that ranks candidates): for rollout workers."""
+        key = "ema_actor" if self.cfg.act_with_ema else "actor"
+        return {key: getattr(self, key).state_dict(), "critic_target": self.critic_target.state_dict()}
+
     def load_state_dict(self, d: dict) -> None:
-        self.actor.load_state_dict(d["actor"])
-        self.ema_actor.load_state_dict(d["ema_actor"])
-        self.critic.load_state_dict(d["critic"])
-        self.critic_target.load_state_dict(d["critic_target"])
-        self.actor_opt.load_state_dict(d["actor_opt"])
-        self.critic_opt.load_state_dict(d["critic_opt"])
-        self.step = int(d["step"])
-        for sched in self.lr_schedulers:  # the optimizers' lr came back with their state; resume the cosine there
-            sched.last_epoch = self.step
+        """Load a ``state_dict()`` or a ``policy_state_dict()`` (parts that are missing are left as they are)."""
+        for key in ("actor", "ema_actor", "critic", "critic_target", "actor_opt", "critic_opt"):
+            if key in d:
+                getattr(self, key).load_state_dict(d[key])
+        if "step" in d:
+            self.step = int(d["step"])
+            for sched in self.lr_schedulers:  # the optimizers' lr came back with their state; resume the cosine
+                sched.last_epoch = self.step
 
 
 __all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]

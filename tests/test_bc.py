@@ -116,3 +116,6 @@ def test_determinism_and_state_dict_round_trip():
     x = torch.randn(8, 1, 3)
     assert torch.equal(a.act(x), b.act(x))
     assert a.update({"observations": obs, "actions": act}) == b.update({"observations": obs, "actions": act})
+    c = make(seed=5)
+    c.load_state_dict(a.policy_state_dict())  # weights only, for rollout workers
+    assert set(a.policy_state_dict()) == {"net", "log_std"} and torch.equal(a.act(x), c.act(x))

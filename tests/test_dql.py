@@ -292,6 +292,22 @@ def test_state_dict_round_trip_gives_identical_actions_and_training():
     assert a.actor_opt.param_groups[0]["lr"] == b.actor_opt.param_groups[0]["lr"] < 3e-4
 
 
+@pytest.mark.parametrize("act_with_ema", [False, True])
+def test_policy_state_dict_is_enough_to_act(act_with_ema):
+    a = make(seed=0, act_with_ema=act_with_ema, step_start_ema=0, update_ema_every=1)
+    for i in range(3):
+        a.update(batch(seed=i))
+    policy = a.policy_state_dict()
+    assert set(policy) == {"ema_actor" if act_with_ema else "actor", "critic_target"}
+    b = make(seed=1, act_with_ema=act_with_ema)
+    b.load_state_dict(policy)
+    obs = torch.randn(5, 1, 4)
+    torch.manual_seed(0)
+    act_a = a.act(obs)
+    torch.manual_seed(0)
+    assert torch.equal(act_a, b.act(obs))
+
+
 def test_lr_decay_is_cosine_over_max_steps():
     algo = make(lr_decay=True, max_steps=10)
     for _ in range(5):

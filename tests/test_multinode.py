@@ -104,7 +104,7 @@ class LocalCluster:
     def __init__(self):
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         self.env.pop("RAY_ADDRESS", None)
-        self.temp_dir = tempfile.mkdtemp(prefix="drlmn", dir="/tmp")  # short: Ray's socket paths must fit
+        self.temp_dir = tempfile.mkdtemp(prefix="mn", dir="/tmp")  # short: Ray's socket paths must fit
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
@@ -122,9 +122,14 @@ class LocalCluster:
         return self._wait_for(node, {"node:__internal_head__": 1})
 
     def add_node(self, name: str, num_cpus: int, resources: dict) -> Node:
+        # A temp dir of its own, as a separate machine would have: nodes sharing one would share the
+        # runtime_env directories, and one node's cleanup would delete the job's working_dir under the
+        # driver on the other.
+        temp_dir = os.path.join(self.temp_dir, name)
+        os.makedirs(temp_dir)
         node = Node([f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
-                     f"--resources={json.dumps(resources)}", f"--dashboard-agent-listen-port={free_port()}"],
-                    self.env, self._log(name))
+                     f"--resources={json.dumps(resources)}", f"--dashboard-agent-listen-port={free_port()}",
+                     f"--temp-dir={temp_dir}"], self.env, self._log(name))
         self.nodes.append(node)
         return self._wait_for(node, resources)
 
