@@ -15,7 +15,7 @@ from platform.envs import make_env
 from platform.evaluation import run_episodes, summarize
 from platform.training import TransitionSampler
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def train_and_score(name: str, steps: int, seed: int, **params) -> tuple[float, float]:
