@@ -102,11 +102,12 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
     rows = []
     for result in grid:
         trial_id = _trial_id(result)
-        params = {**spec.config, **(result.config or {})}
+        tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm and its fixed config
+        params = {**tspec.config, **searched}
         status = "ERROR" if result.error else "TERMINATED"
         history_dir = os.path.join(storage, spec.name, "_history") if storage else None
         rows += rows_from_history(_trial_history(result, history_dir, trial_id), sweep=spec.name, trial_id=trial_id,
-                                  algorithm=spec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
+                                  algorithm=tspec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
                                   params=params, status=status, error=_error_line(result.error))
     return pd.DataFrame(rows)
 
@@ -157,7 +158,8 @@ def best_trials(df: pd.DataFrame, metric: str, mode: str = "max", top: int = 5) 
     evald = df[df[metric].notna()]
     last = evald.loc[evald.groupby(["trial_id", "seed"])["step"].idxmax()]
     cfg = [c for c in df.columns if c.startswith("config/")]
-    summary = last.groupby("trial_id").agg(**{metric: (metric, "mean"), "seeds": ("seed", "nunique"),
+    summary = last.groupby("trial_id").agg(**{"algorithm": ("algorithm", "first"), metric: (metric, "mean"),
+                                              "seeds": ("seed", "nunique"),
                                               "step": ("step", "max")})
     params = last.groupby("trial_id")[cfg].first() if cfg else None
     if params is not None:

@@ -22,6 +22,12 @@ A study (see ``search_spaces/*.yaml``)::
         eta: {loguniform: [0.1, 10.0]}      # uniform | loguniform | int | logint | choice | grid | a fixed value
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, eval_actors: 2}
 
+A study that compares algorithms on the same data, seeds and evaluation makes the algorithm a grid
+dimension and keys the fixed parameters by algorithm (searched parameters must then be shared by all)::
+
+    algorithm: {grid: [bc, td3bc, iql, dql]}
+    config: {dql: {n_timesteps: 5}, iql: {expectile: 0.7}}
+
 This module imports neither Ray nor torch at module level, so validation is instant.
 """
 from __future__ import annotations
@@ -112,9 +118,25 @@ class SweepSpec:
     wandb: WandbSpec = field(default_factory=WandbSpec)
     storage: str | None = None
     path: str = "<dict>"                        # the file it came from
+    algorithms: list[str] = field(default_factory=list)  # several: a grid dimension; config keyed by name
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def for_trial(self, params: dict) -> tuple["SweepSpec", dict]:
+        """The single-algorithm study and searched parameters of one trial.
+
+        In a multi-algorithm study the trial's algorithm travels in its Tune params; its fixed
+        parameters are ``config[algorithm]``.  A single-algorithm study is returned unchanged.
+        """
+        params = dict(params)
+        algorithm = params.pop("algorithm", None)
+        if not self.algorithms:
+            return self, params
+        if algorithm not in self.algorithms:
+            raise ValueError(f"trial algorithm {algorithm!r} is not one of the study's {self.algorithms}")
+        return dataclasses.replace(self, algorithm=algorithm, algorithms=[],
+                                   config=dict(self.config.get(algorithm) or {})), params
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepSpec":
@@ -239,7 +261,9 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
     for req in ("name", "algorithm", "dataset"):
         if req not in data:
             c.fail((req,), "missing required key")
-        c.coerce((req,), data[req], "str")
+        if req != "algorithm":
+            c.coerce((req,), data[req], "str")
+    algorithm, algos = _parse_algorithm(c, data["algorithm"])
     name = data["name"]
     if not name.replace("_", "").replace("-", "").isalnum():
         c.fail(("name",), f"use letters, digits, '-' and '_' only (it names directories), got {name!r}")
@@ -259,11 +283,53 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
         sec, attr = key.split(".")
         setattr(sections[sec], attr, value)
     dataset = overrides.pop("dataset", None) if overrides else None
-    spec = SweepSpec(name=name, algorithm=data["algorithm"], dataset=_absolute_paths(dataset or data["dataset"]),
-                     env=data.get("env"),
+    spec = SweepSpec(name=name, algorithm=algorithm, algorithms=algos,
+                     dataset=_absolute_paths(dataset or data["dataset"]), env=data.get("env"),
                      config=config, storage=data.get("storage"), path=file, **sections)
-    _validate(spec, c)
+    if algos:
+        _validate_multi(spec, c)
+    else:
+        _validate(spec, c)
     return spec
+
+
+def _parse_algorithm(c: _Checker, value) -> tuple[str, list[str]]:
+    """``algorithm: dql`` -> ("dql", []); ``algorithm: {grid: [bc, dql]}`` -> ("bc+dql", ["bc", "dql"])."""
+    if isinstance(value, str):
+        return value, []
+    if isinstance(value, dict) and list(value) == ["grid"]:
+        algos = value["grid"]
+        if (not isinstance(algos, list) or not algos or not all(isinstance(a, str) for a in algos)
+                or len(set(algos)) != len(algos)):
+            c.fail(("algorithm", "grid"), f"expected a list of distinct algorithm names, got {algos!r}")
+        return "+".join(algos), list(algos)
+    c.fail(("algorithm",), f"expected an algorithm name or {{grid: [name, ...]}}, got {value!r}")
+
+
+def _validate_multi(spec: SweepSpec, c: _Checker):
+    """A multi-algorithm study: every algorithm's view must be valid, config keys must be its algorithms."""
+    import algorithms
+
+    for algo in spec.algorithms:
+        if algo not in algorithms.REGISTRY:
+            near = difflib.get_close_matches(algo, algorithms.names(), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            c.fail(("algorithm", "grid"), f"unknown algorithm {algo!r}{hint}; known: {', '.join(algorithms.names())}")
+    for key, value in spec.config.items():
+        if key not in spec.algorithms:
+            near = difflib.get_close_matches(str(key), spec.algorithms, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            c.fail(("config", key), f"not one of the study's algorithms{hint}: a multi-algorithm study keys its "
+                                    f"config by algorithm, e.g. config: {{{spec.algorithms[0]}: {{...}}}}")
+        if not isinstance(value, dict):
+            c.fail(("config", key), f"expected a mapping of {key} parameters, got {value!r}")
+    if "algorithm" in spec.search.space:
+        c.fail(("search", "space", "algorithm"), "the algorithms are given by the top-level algorithm: {grid: [...]}")
+    if spec.search.searcher == "optuna":
+        c.fail(("search", "searcher"), "a grid over algorithms needs searcher: grid or random")
+    for algo in spec.algorithms:
+        view, _ = spec.for_trial({"algorithm": algo})
+        _validate(view, c, config_path=("config", algo))
 
 
 def _absolute_paths(dataset: str) -> str:
@@ -274,7 +340,7 @@ def _absolute_paths(dataset: str) -> str:
     return dataset
 
 
-def _validate(spec: SweepSpec, c: _Checker):
+def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
     import algorithms  # light: the registry imports algorithm modules lazily
 
     t, s, r = spec.train, spec.search, spec.resources
@@ -319,10 +385,10 @@ def _validate(spec: SweepSpec, c: _Checker):
         if key not in fields:
             near = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            c.fail((section, key), f"{spec.algorithm} has no parameter {key!r}{hint}")
+            c.fail(section + (key,), f"{spec.algorithm} has no parameter {key!r}{hint}")
 
     for key in spec.config:
-        check_param("config", key)
+        check_param(config_path, key)
     grid_used = False
     for key, dist in s.space.items():
         if key not in fields:
@@ -342,7 +408,7 @@ def _validate(spec: SweepSpec, c: _Checker):
             algorithms.build_config(spec.algorithm, params)
         except (TypeError, ValueError) as e:
             bad = next((k for k in point if k in str(e)), None)
-            path = ("search", "space", bad) if bad else ("config",)
+            path = ("search", "space", bad) if bad else config_path
             c.fail(path, f"invalid {spec.algorithm} config {params}: {e}")
 
 
@@ -396,7 +462,7 @@ def param_space(spec: SweepSpec) -> dict:
     """The Tune search space: the searched parameters, flat, keyed by config field name."""
     from ray import tune
 
-    out = {}
+    out = {"algorithm": tune.grid_search(spec.algorithms)} if spec.algorithms else {}
     for key, dist in spec.search.space.items():
         if not isinstance(dist, dict):
             out[key] = dist
@@ -418,7 +484,7 @@ def param_space(spec: SweepSpec) -> dict:
 
 
 def num_grid_points(spec: SweepSpec) -> int:
-    n = 1
+    n = max(1, len(spec.algorithms))
     for dist in spec.search.space.values():
         if isinstance(dist, dict) and "grid" in dist:
             n *= len(dist["grid"])

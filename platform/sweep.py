@@ -31,6 +31,14 @@ def default_storage() -> str:
     return os.environ.get("DRL_RESULTS_DIR", os.path.join(REPO_ROOT, "results"))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
 
@@ -47,7 +55,14 @@ def init_ray(num_cpus: int | None = None) -> None:
         # already applies to every worker, and Ray refuses to merge a second one into it.
         ray.init()
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False,
+        # Ray Train's PlacementGroupCleaner polls the state API (served by the dashboard) to see whether a
+        # trial's controller is alive, and finds "the" cluster by itself: with another Ray instance on this
+        # machine (a second sweep, a test) it may ask that one, conclude the controller is dead and remove
+        # the trial's placement group, killing its workers.  Pin it to this instance: the processes that
+        # ray.init starts inherit this environment.
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
                  runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars})
 
 

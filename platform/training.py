@@ -141,8 +141,8 @@ def train_loop(loop_config: dict) -> None:
     from platform.datasets import load_dataset
     from platform.evaluation import EvalPool
 
-    spec = SweepSpec.from_dict(loop_config["spec"])
-    params = dict(loop_config.get("params") or {})
+    # a multi-algorithm study carries this trial's algorithm in its params
+    spec, params = SweepSpec.from_dict(loop_config["spec"]).for_trial(loop_config.get("params") or {})
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seeds = spec.train.seeds[rank::world]

@@ -127,3 +127,41 @@ def test_wandb_callback_is_offline_by_default(tmp_path, monkeypatch):
     assert cb.kwargs["mode"] == "offline" and cb.project == "p"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_callback(spec).kwargs["mode"] == "disabled"
+
+
+MULTI = """\
+name: m
+algorithm: {grid: [bc, dql]}
+dataset: generated:pendulum-medium
+config: {dql: {n_timesteps: 5, eta: 1.0}, bc: {hidden_dim: 64}}
+train: {steps: 10, batch_size: 32, eval_every: 5, eval_episodes: 2, seeds: [0, 1]}
+search: {searcher: grid, num_samples: 2}
+"""
+
+
+def test_multi_algorithm_study_gives_each_trial_its_algorithm_and_config(tmp_path):
+    spec = load_spec(write(tmp_path, MULTI))
+    assert spec.algorithms == ["bc", "dql"] and spec.algorithm == "bc+dql"
+    assert param_space(spec)["algorithm"] == {"grid_search": ["bc", "dql"]}
+    dql, params = spec.for_trial({"algorithm": "dql", "lr": 1e-3})
+    assert dql.algorithm == "dql" and dql.algorithms == [] and dql.config == {"n_timesteps": 5, "eta": 1.0}
+    assert params == {"lr": 1e-3}
+    bc, _ = spec.for_trial({"algorithm": "bc"})
+    assert bc.config == {"hidden_dim": 64} and bc.train == spec.train
+    with pytest.raises(ValueError):
+        spec.for_trial({"algorithm": "edp"})
+
+
+@pytest.mark.parametrize("bad, key, reason", [
+    ("algorithm: {grid: [bc, dq1]}", "algorithm.grid", "did you mean 'dql'"),
+    ("config: {dq: {eta: 1.0}}", "config.dq", "did you mean 'dql'"),
+    ("config: {dql: {etaa: 1.0}}", "config.dql.etaa", "did you mean 'eta'"),
+    ("config: {dql: {n_timesteps: 0}}", "config.dql", "n_timesteps"),
+    ("search: {searcher: optuna}", "search.searcher", "grid or random"),
+    ("algorithm: {choice: [bc, dql]}", "algorithm", "grid"),
+])
+def test_multi_algorithm_errors_name_the_key(tmp_path, bad, key, reason):
+    field = bad.split(":")[0]
+    text = "\n".join(bad if line.startswith(field + ":") else line for line in MULTI.splitlines())
+    e = err(tmp_path, text)
+    assert e.key == key and reason in str(e), str(e)

@@ -122,3 +122,29 @@ def test_resume_after_driver_killed(tmp_path, data_dir):
     assert set(df["step"]) == {20, 40, 60}
     # the trial that had finished before the kill was not run again
     assert f"{finished[0]} step" not in out.stdout, out.stdout[-3000:]
+
+
+def test_multi_algorithm_study_one_parquet(tmp_path, data_dir):
+    """algorithm: {grid: [...]} -> one trial per algorithm, same data/seeds/eval, one Parquet for the table."""
+    p = tmp_path / "multi.yaml"
+    p.write_text(textwrap.dedent("""\
+        name: multi
+        algorithm: {grid: [bc, dql]}
+        dataset: generated:pendulum-medium
+        config: {dql: {n_timesteps: 3, eta: 0.5}, bc: {hidden_dim: 32}}
+        train: {steps: 20, batch_size: 32, eval_every: 10, eval_episodes: 2, seeds: [0]}
+        search: {searcher: grid, num_samples: 1, scheduler: fifo}
+        resources: {workers: 1, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.5}
+        failure: {max_failures: 0}
+        """))
+    storage = tmp_path / "results"
+    out = run_cli([str(p), "--storage", str(storage), "--no-report"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(storage / "multi" / "metrics.parquet")
+    assert sorted(df["algorithm"].unique()) == ["bc", "dql"] and df["trial_id"].nunique() == 2
+    assert (df["status"] == "TERMINATED").all() and set(df["step"]) == {10, 20}
+    by_algo = df.groupby("algorithm")
+    # each trial got its own fixed config, not the other algorithm's
+    assert by_algo["config/eta"].first()["dql"] == 0.5 and pd.isna(by_algo["config/eta"].first()["bc"])
+    assert by_algo["config/hidden_dim"].first()["bc"] == 32
+    assert df["eval/return_mean"].notna().all()
