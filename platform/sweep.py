@@ -164,6 +164,8 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False)
 
+    cluster = ray.cluster_resources()
+    concurrent = max_concurrent_trials(spec, cluster)
     if s.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -172,7 +174,8 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     else:
         from ray.tune.search import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=s.seed)
+        # Tune applies max_concurrent_trials only to a Searcher (Optuna); the basic generator takes it itself.
+        search_alg = BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent)
     if s.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
@@ -183,8 +186,6 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         from ray.tune.schedulers import FIFOScheduler
 
         scheduler = FIFOScheduler()
-    cluster = ray.cluster_resources()
-    concurrent = max_concurrent_trials(spec, cluster)
     callbacks = [ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec)).callback]
     if spec.wandb.enabled:
         callbacks.append(wandb_callback(spec))
@@ -192,7 +193,8 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=search_alg, scheduler=scheduler,
-                                    num_samples=s.num_samples, max_concurrent_trials=concurrent),
+                                    num_samples=s.num_samples,
+                                    max_concurrent_trials=concurrent if s.searcher == "optuna" else None),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage, callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
@@ -236,14 +238,24 @@ def _check_storage(spec: SweepSpec, storage: str) -> None:
     """Fail before training if results cannot be written (not writable, or no space)."""
     if "://" in storage:
         return  # remote storage (s3://, gs://) is checked by pyarrow when Tune writes
+    import shutil
+    import tempfile
+
     probe_dir = storage
     while not os.path.exists(probe_dir):
         probe_dir = os.path.dirname(probe_dir) or "."
-    if not os.access(probe_dir, os.W_OK):
-        raise SpecError(spec.path, "storage", f"results directory {storage} is not writable")
-    free = os.statvfs(probe_dir)
-    if free.f_bavail * free.f_frsize < 50 * 2**20:
-        raise SpecError(spec.path, "storage", f"less than 50 MiB free at {storage}")
+    if not os.path.isdir(probe_dir):
+        raise SpecError(spec.path, "storage", f"results directory {storage} cannot be created: {probe_dir} is a file")
+    try:  # really create a file: os.access says yes to root even on a read-only file system
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as e:
+        raise SpecError(spec.path, "storage", f"results directory {storage} is not writable ({e.strerror})") from None
+    need_mb = float(os.environ.get("DRL_MIN_FREE_MB", 50))  # checkpoints + Parquet of a small study
+    free_mb = shutil.disk_usage(probe_dir).free / 2**20
+    if free_mb < need_mb:
+        raise SpecError(spec.path, "storage", f"only {free_mb:.0f} MiB free at {storage}, need {need_mb:.0f} MiB "
+                                              f"(DRL_MIN_FREE_MB)")
 
 
 def _preflight(spec: SweepSpec) -> None:
@@ -253,7 +265,7 @@ def _preflight(spec: SweepSpec) -> None:
 
     try:
         env_id = check_dataset(spec.dataset)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
+    except (ValueError, OSError, KeyError, ImportError) as e:  # OSError: FileNotFoundError, unreadable files
         raise SpecError(spec.path, "dataset", str(e)) from None
     try:
         check_env_id(spec.env or env_id)
