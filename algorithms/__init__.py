@@ -32,6 +32,8 @@ _ENTRIES: dict[str, str] = {
     "dql": "algorithms.dql:DQLConfig:DiffusionQL",
     "edp": "algorithms.edp:EDPConfig:EDP",
     "diffusion_policy": "algorithms.diffusion_policy:DiffusionPolicyConfig:DiffusionPolicy",
+    "lstm_gmm": "algorithms.lstm_gmm:LSTMGMMConfig:LSTMGMM",
+    "bet": "algorithms.bet:BETConfig:BET",
 }
 
 

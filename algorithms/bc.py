@@ -13,6 +13,12 @@ clipped to the bounds (for ``squash``: ``mid + half * tanh(mu)``).
 
 Batches: D4RL transitions (only ``observations`` and ``actions`` are used);
 ``act``: ``(B, 1, obs_dim) -> (B, 1, act_dim)``.
+
+``data_kind="sequences"`` makes the same model the floor of the Push-T table: it reads windows
+``obs (B, To, obs_dim)``, ``action (B, To - 1 + Ta, act_dim)``, maps the ``To`` flattened observations
+to the ``Ta`` actions ``To-1 .. To-1+Ta-1`` (one Gaussian over the flattened chunk), with observations
+and actions min-max normalized to [-1, 1] by the dataset's ranges (as Diffusion Policy does); ``act``:
+``(B, To, obs_dim) -> (B, Ta, act_dim)``.  With To = Ta = 1 it is plain per-step BC on the windows.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import torch.nn as nn
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
+from algorithms.diffusion_policy import minmax_normalizer
 from algorithms.dql import coerce_field_types
 
 _SQUASH_EPS = 1e-6  # keeps atanh finite for dataset actions lying exactly on the bounds
@@ -47,6 +54,12 @@ class BCConfig:
     """Lower clamp of the log-std."""
     max_log_std: float = 2.0
     """Upper clamp of the log-std."""
+    data_kind: str = "transitions"
+    """"transitions" (D4RL batches, env units) or "sequences" (windows, [-1, 1]-normalized; Push-T)."""
+    obs_horizon: int = 1
+    """sequences only: To, the observations the MLP sees (flattened)."""
+    action_horizon: int = 1
+    """sequences only: Ta, the actions predicted and executed per call."""
 
     def __post_init__(self):
         coerce_field_types(self)
@@ -56,6 +69,11 @@ class BCConfig:
             raise ValueError(f"BCConfig: lr must be > 0, got {self.lr}")
         if not self.min_log_std < self.max_log_std:
             raise ValueError(f"BCConfig: min_log_std ({self.min_log_std}) must be < max_log_std ({self.max_log_std})")
+        if self.data_kind not in ("transitions", "sequences"):
+            raise ValueError(f"BCConfig: data_kind must be 'transitions' or 'sequences', got {self.data_kind!r}")
+        if self.obs_horizon < 1 or self.action_horizon < 1:
+            raise ValueError(f"BCConfig: obs_horizon and action_horizon must be >= 1, got {self.obs_horizon}, "
+                             f"{self.action_horizon}")
 
 
 class BC:
@@ -66,13 +84,27 @@ class BC:
     def __init__(self, config: BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = self.config = config
         self.spec, self.device = spec, torch.device(device)
-        n_out = spec.act_dim * (2 if c.state_dependent_std else 1)
-        self.net = mlp(spec.obs_dim, n_out, c.hidden_dim, c.n_hidden, act=nn.ReLU).to(self.device)
-        self.log_std = nn.Parameter(torch.zeros(spec.act_dim, device=self.device))  # unused if state-dependent
+        self.seq = c.data_kind == "sequences"
+        self.data_kind = c.data_kind
+        To, Ta = (c.obs_horizon, c.action_horizon) if self.seq else (1, 1)
+        self.obs_horizon, self.action_horizon, self.pred_horizon = To, Ta, To - 1 + Ta
+        in_dim, out_dim = To * spec.obs_dim, Ta * spec.act_dim  # (flattened) MLP input and Gaussian dimension
+        n_out = out_dim * (2 if c.state_dependent_std else 1)
+        self.net = mlp(in_dim, n_out, c.hidden_dim, c.n_hidden, act=nn.ReLU).to(self.device)
+        self.log_std = nn.Parameter(torch.zeros(out_dim, device=self.device))  # unused if state-dependent
         params = list(self.net.parameters()) + ([] if c.state_dependent_std else [self.log_std])
         self.opt = torch.optim.Adam(params, lr=c.lr)
-        self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
-        self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)
+        if self.seq:  # the Gaussian lives in [-1, 1]-normalized action space, bounds = the dataset's range
+            self.act_low = -torch.ones(out_dim, device=self.device)
+            self.act_high = torch.ones(out_dim, device=self.device)
+            obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
+            act_scale, act_offset = minmax_normalizer(spec.act_min or spec.act_low, spec.act_max or spec.act_high,
+                                                      spec.act_dim)
+            self.normalizer = {k: v.to(self.device) for k, v in dict(
+                obs_scale=obs_scale, obs_offset=obs_offset, act_scale=act_scale, act_offset=act_offset).items()}
+        else:
+            self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
+            self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)
         self.act_mid, self.act_half = (self.act_high + self.act_low) / 2, (self.act_high - self.act_low) / 2
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,10 +141,26 @@ class BC:
             return self.act_mid + self.act_half * torch.tanh(mean)
         return torch.clamp(mean, self.act_low, self.act_high)
 
+    def _flat_windows(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """sequences: ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` -> normalized, flattened
+        ``(B, To * obs_dim)`` and the executed actions ``To-1 .. To-1+Ta-1`` as ``(B, Ta * act_dim)``."""
+        To, Ta, n = self.obs_horizon, self.action_horizon, self.normalizer
+        obs = batch["obs"].to(self.device, torch.float32)[:, :To]
+        action = batch["action"].to(self.device, torch.float32)[:, To - 1:To - 1 + Ta]
+        if obs.shape[1] != To or action.shape[1] != Ta:
+            raise ValueError(f"BC sequences need obs (B, {To}, obs_dim) and action (B, >= {To - 1 + Ta}, act_dim); "
+                             f"got {tuple(batch['obs'].shape)} and {tuple(batch['action'].shape)}")
+        nobs = obs * n["obs_scale"] + n["obs_offset"]
+        naction = action * n["act_scale"] + n["act_offset"]
+        return nobs.flatten(1), naction.flatten(1)
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One Adam step on the mean negative log-likelihood of ``batch["actions"]`` given ``batch["observations"]``."""
-        obs = batch["observations"].to(self.device, torch.float32)
-        actions = batch["actions"].to(self.device, torch.float32)
+        if self.seq:
+            obs, actions = self._flat_windows(batch)
+        else:
+            obs = batch["observations"].to(self.device, torch.float32)
+            actions = batch["actions"].to(self.device, torch.float32)
         logp, mean, log_std = self._log_prob(obs, actions)
         nll = -logp.mean()
         self.opt.zero_grad(set_to_none=True)
@@ -125,16 +173,28 @@ class BC:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs (B, 1, obs_dim) -> (B, 1, act_dim)``: the mean action, inside the action bounds."""
-        s = torch.as_tensor(obs)[:, -1].to(self.device, torch.float32)
-        return self.mean_action(s).unsqueeze(1)
+        """``obs (B, 1, obs_dim) -> (B, 1, act_dim)``: the mean action, inside the action bounds.
+
+        sequences: ``obs (B, To, obs_dim) -> (B, Ta, act_dim)`` (the last ``To`` observations are used)."""
+        if not self.seq:
+            s = torch.as_tensor(obs)[:, -1].to(self.device, torch.float32)
+            return self.mean_action(s).unsqueeze(1)
+        device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[:, -self.obs_horizon:]
+        n = self.normalizer
+        naction = self.mean_action((obs * n["obs_scale"] + n["obs_offset"]).flatten(1))
+        naction = naction.reshape(obs.shape[0], self.action_horizon, self.spec.act_dim)
+        return ((naction - n["act_offset"]) / n["act_scale"]).to(device)
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone(), "opt": self.opt.state_dict()}
+        return {**self.policy_state_dict(), "opt": self.opt.state_dict()}
 
     def policy_state_dict(self) -> dict:
         """What ``act`` needs (no optimizer state): for rollout workers."""
-        return {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone()}
+        d = {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone()}
+        if self.seq:
+            d["normalizer"] = {k: v.clone() for k, v in self.normalizer.items()}
+        return d
 
     def load_state_dict(self, d: dict) -> None:
         """Load a ``state_dict()`` or a ``policy_state_dict()`` (without ``opt`` the optimizer is left as it is)."""
@@ -143,3 +203,6 @@ class BC:
             self.log_std.copy_(d["log_std"])
         if "opt" in d:
             self.opt.load_state_dict(d["opt"])
+        if "normalizer" in d:
+            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
+                               for k, v in d["normalizer"].items()}
