@@ -14,11 +14,13 @@ Each Tune trial is a small function trainable that launches a Ray Train ``TorchT
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 
-from platform.spec import SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points, param_space
+from platform.spec import (SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points, param_space,
+                           trial_resources)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
@@ -39,8 +41,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run, but must ask for something
+
+
+def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
     """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
+
+    A local instance gets at least enough logical CPUs for one whole trial (``trial_cpus``: Train workers,
+    evaluation actors and the trial's Tune function): a worker on 1 CPU plus two 0.5-CPU actors plus
+    0.01 for the Tune function does not fit 2 CPUs, and the last actor would wait forever.
 
     Workers import ``platform.*`` only if the project is on their path from the start: a job's
     ``--working-dir .`` does that on a cluster, ``runtime_env={"working_dir": repo}`` locally.
@@ -62,6 +71,10 @@ def init_ray(num_cpus: int | None = None) -> None:
         # ray.init starts inherit this environment.
         port = _free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        if num_cpus is None and trial_cpus > (os.cpu_count() or 1):
+            num_cpus = math.ceil(trial_cpus)
+            print(f"[sweep] one trial needs {trial_cpus:g} CPUs, this machine has {os.cpu_count()}: starting "
+                  f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
                  runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars})
 
@@ -155,7 +168,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     s = spec.search
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, spec_dict=spec.to_dict(), storage=storage),
-        {"cpu": 0.01},  # the trainable only launches the Train run; it must still ask for something
+        {"cpu": TRAINABLE_CPU},
     )
     exp_path = os.path.join(storage, spec.name)
     if resume:
@@ -208,7 +221,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
     storage = os.path.abspath(storage or spec.storage or default_storage())
     _check_storage(spec, storage)
-    init_ray()
+    init_ray(trial_cpus=trial_resources(spec)["CPU"] + TRAINABLE_CPU)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
     results.save_spec(spec, storage)
     t0 = time.time()
