@@ -2,6 +2,8 @@
 
 ``make_env("HalfCheetah-v5")`` is plain ``gymnasium.make``; ``pusht`` (or ``gym_pusht/PushT-v0``)
 gives the low-dimensional Push-T task of the Diffusion Policy paper (20-d keypoint observations).
+The robot benchmarks (``kitchen-complete``, ``antmaze-umaze``, ``pen``, ``robosuite:Lift``,
+``blockpush``, ...) come from ``platform/robotics/envs.py``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         from platform.pusht_env import make_pusht_env
 
         return make_pusht_env(**kwargs)
+    from platform.robotics.envs import is_robotics_id, make_robotics_env
+
+    if is_robotics_id(env_id):  # kitchen-*, antmaze-*, pen, robosuite:*, blockpush (platform/robotics/envs.py)
+        return make_robotics_env(env_id, **kwargs)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:  # NameNotFound, VersionNotFound, DependencyNotInstalled, ...
@@ -24,7 +30,9 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
 
 def check_env_id(env_id: str) -> None:
     """Fail fast (before any training) if ``env_id`` is not a known environment."""
-    if env_id in PUSHT_IDS:
+    from platform.robotics.envs import is_robotics_id
+
+    if env_id in PUSHT_IDS or is_robotics_id(env_id):
         return
     if env_id not in gym.registry:
         import difflib

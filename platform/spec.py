@@ -333,9 +333,10 @@ def _validate_multi(spec: SweepSpec, c: _Checker):
 
 
 def _absolute_paths(dataset: str) -> str:
-    """``d4rl:``/``pusht:`` file paths become absolute: Ray workers run in a copy of the working dir."""
+    """``d4rl:``/``pusht:``/``robomimic:``/Minari-file paths become absolute: Ray workers run in a copy of the working dir."""
     kind, _, value = dataset.partition(":")
-    if kind in ("d4rl", "pusht") and ("/" in value or value.endswith((".hdf5", ".h5", ".zarr"))):
+    if (kind in ("d4rl", "pusht", "robomimic", "kitchen", "antmaze", "adroit")
+            and ("/" in value or value.endswith((".hdf5", ".h5", ".zarr")))):
         return f"{kind}:{os.path.abspath(os.path.expanduser(value))}"
     return dataset
 
