@@ -46,6 +46,9 @@ class SpecError(ValueError):
     """A study file is invalid.  ``str(err)`` is the one line shown to the user."""
 
     def __init__(self, file: str, key: str, reason: str, line: int | None = None):
+        # One line whatever the input: a key or YAML error text with newlines/control characters is escaped.
+        key = key if key.isprintable() else repr(key)[1:-1]
+        reason = " ".join(part.strip() for part in str(reason).splitlines() if part.strip())
         self.file, self.key, self.reason, self.line = file, key, reason, line
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")

@@ -262,3 +262,201 @@ def test_bad_input_exit_code_through_the_real_cli(tmp_path, data_dir):
     assert out.stderr.strip().splitlines() == [
         f"error: {spec}: dataset: pend.hdf5: 'observations' has NaN or inf in 1 row(s), first at row 17"]
     assert not storage.exists() and "[sweep]" not in out.stdout
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _tmp_leftovers(directory) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.endswith(".tmp"))
+
+
+def test_checkpoint_write_crash_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    """torch.save dies half-way (disk full): the previous checkpoint still loads, bit for bit; no temp file left."""
+    import errno
+
+    import torch
+
+    from platform.checkpoint import load_state, save_state
+
+    path = str(tmp_path / "seed_0.pt")
+    save_state(path, {"algo": {"w": torch.full((256, 256), 1.0)}, "step": 20})
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        size = os.path.getsize(f)
+        with open(f, "r+b") as fh:
+            fh.truncate(size // 2)  # what is on disk when the write is cut off
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        save_state(path, {"algo": {"w": torch.full((256, 256), 2.0)}, "step": 40})
+    state = load_state(path)
+    assert state["step"] == 20 and torch.equal(state["algo"]["w"], torch.full((256, 256), 1.0))
+    assert _tmp_leftovers(tmp_path) == []
+
+
+def test_parquet_write_crash_leaves_previous_results(tmp_path, monkeypatch):
+    """The Parquet writer dies after a partial file: metrics.parquet still reads, with the old rows only."""
+    from platform.results import read_results, write_frame
+
+    path = str(tmp_path / "metrics.parquet")
+    old = pd.DataFrame({"sweep": "s", "trial_id": "a", "seed": [0, 0], "step": [20, 40],
+                        "eval/normalized_score": [10.0, 20.0]})
+    write_frame(old, path)
+    expected = read_results(path)
+    real = pd.DataFrame.to_parquet
+
+    def dies_half_way(self, target, *a, **k):
+        real(self, target, *a, **k)
+        with open(target, "r+b") as fh:
+            fh.truncate(os.path.getsize(target) // 2)
+        raise OSError("simulated crash in the middle of the Parquet write")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_half_way)
+    new = pd.DataFrame({"sweep": "s", "trial_id": "a", "seed": [0], "step": [60], "eval/normalized_score": [30.0]})
+    with pytest.raises(OSError, match="simulated crash"):
+        write_frame(new, path)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(read_results(path), expected)
+    assert _tmp_leftovers(tmp_path) == []
+    write_frame(new, path)  # and the next write works and merges
+    assert read_results(path)["step"].tolist() == [20, 40, 60]
+
+
+WRITER = """
+import os, sys, numpy as np, pandas as pd, torch
+from platform.checkpoint import save_state, atomic_write
+out = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    save_state(os.path.join(out, "ckpt.pt"), {"w": torch.full((2_000_000,), float(i)), "step": i})
+    df = pd.DataFrame({"step": np.full(300_000, i), "x": np.random.rand(300_000)})
+    atomic_write(os.path.join(out, "metrics.parquet"), lambda tmp: df.to_parquet(tmp, index=False))
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_big_writes_leaves_readable_files(tmp_path):
+    """A process SIGKILLed while it rewrites an 8 MB checkpoint and a 300k-row Parquet file in a loop: both
+    files are always a complete earlier version (never torn), whenever the kill lands."""
+    import torch
+
+    from platform.checkpoint import load_state
+
+    mid_write = 0
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        out.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert int(proc.stdout.readline()) == 1, "the writer never finished a first round"
+            proc.stdout.readline()  # a second round, then kill at a random point of the following writes
+            time.sleep(np.random.default_rng(attempt).uniform(0.0, 0.5))
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        state = load_state(str(out / "ckpt.pt"))
+        assert torch.equal(state["w"], torch.full((2_000_000,), float(state["step"])))
+        df = pd.read_parquet(out / "metrics.parquet")
+        assert len(df) == 300_000 and df["step"].nunique() == 1 and df["step"].iloc[0] >= state["step"] - 1
+        mid_write += bool(_tmp_leftovers(out))  # a temp file left behind: the kill hit a write in progress
+        if mid_write:
+            break
+    assert mid_write, "no kill landed in the middle of a write in 3 attempts"
+
+
+# ----------------------------------------------------------------------------- spec parser fuzzing
+
+
+def _yamlish():
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True)
+               | st.text(max_size=12) | st.sampled_from(["bc", "dql", "grid", "uniform", "loguniform", "choice",
+                                                         "optuna", "asha", "max", "generated:pendulum-medium"]))
+    keys = st.text(max_size=10) | st.sampled_from(
+        ["name", "algorithm", "dataset", "env", "config", "train", "search", "resources", "failure", "wandb",
+         "storage", "steps", "seeds", "space", "lr", "eta", "grid", "num_samples", "eval_actors", "workers"])
+    return st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(keys, kids, max_size=4),
+                        max_leaves=12)
+
+
+BASE = {"name": "fz", "algorithm": "bc", "dataset": "generated:pendulum-medium",
+        "train": {"steps": 10, "batch_size": 8, "eval_every": 5, "eval_episodes": 1, "seeds": [0]},
+        "search": {"searcher": "random", "num_samples": 1, "space": {"lr": {"loguniform": [0.0001, 0.01]}}},
+        "resources": {"workers": 1, "eval_actors": 1}}
+
+
+def test_fuzz_spec_mutations_raise_only_spec_error():
+    """A valid study with random values put at random (known and unknown) keys: parse or SpecError, nothing else."""
+    import copy
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from platform.spec import SpecError, parse_spec
+
+    paths = [(), ("train",), ("search",), ("search", "space"), ("search", "space", "lr"), ("resources",),
+             ("config",), ("failure",), ("wandb",)]
+    seen = {"ok": 0, "error": 0}
+
+    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.sampled_from(paths), _yamlish().filter(lambda v: True), st.integers(0, 30)),
+                    min_size=1, max_size=3), st.data())
+    def check(mutations, data):
+        spec = copy.deepcopy(BASE)
+        for path, value, which in mutations:
+            node = spec
+            for p in path:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
+            keys = sorted(node) + ["name", "steps", "seeds", "searcher", "space", "lr", "workers", "grid", "eta"]
+            node[keys[which % len(keys)] if which < 25 else data.draw(st.text(max_size=6))] = value
+        try:
+            parse_spec(spec, "fuzz.yaml")
+            seen["ok"] += 1
+        except SpecError as e:
+            assert str(e).startswith("fuzz.yaml") and "\n" not in str(e)
+            seen["error"] += 1
+
+    check()
+    assert seen["error"] > 100 and seen["ok"] > 0, seen  # the fuzzer reached both outcomes
+
+
+def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
+    """Random text, random YAML documents and corrupted copies of a valid file, through ``load_spec``."""
+    import yaml
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from platform.spec import SpecError, load_spec
+
+    good = yaml.safe_dump(BASE, sort_keys=False)
+    path = str(tmp_path / "fuzz.yaml")
+
+    def corrupt(args):
+        pos, junk = args
+        pos %= len(good)
+        return good[:pos] + junk + good[pos + len(junk) // 2:]
+
+    texts = (st.text(max_size=200) | _yamlish().map(lambda v: yaml.safe_dump(v))
+             | st.tuples(st.integers(0, 10**6), st.text(alphabet=":{}[]-#&*!|>'\"%@` \n\t,?abc01", max_size=8))
+             .map(corrupt))
+
+    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(texts)
+    def check(text):
+        with open(path, "w") as f:
+            f.write(text)
+        try:
+            load_spec(path)
+        except SpecError as e:
+            assert str(e).startswith(path) and "\n" not in str(e), str(e)
+
+    check()
