@@ -138,3 +138,12 @@ def test_bc_sequences_targets_the_executed_actions():
     err = (pred - target).abs().mean() / 245
     base = (target - target.mean(0)).abs().mean() / 245  # error of the best constant prediction
     assert err < 0.5 * base, (float(err), float(base))
+
+
+def test_paper_reference_for_the_pusht_table():
+    from platform import report
+
+    for name, avg, best in [("lstm_gmm", 61.0, "67"), ("ibc", 84.0, "90"), ("bet", 70.0, "79")]:
+        ref = report.paper_reference(name, "pusht:datasets/pusht/x.zarr")
+        assert ref.value == avg and f"max {best}" in ref.label, ref
+    assert report.paper_reference("bc", "pusht:x.zarr").value is None
