@@ -28,7 +28,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SPEC = """\
 name: {name}
@@ -81,10 +81,12 @@ class Node:
         self.proc = subprocess.Popen(["ray", "start", "--block", "--disable-usage-stats", *args], env=env,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.node_id: str | None = None
+        self.killed = False
 
     def kill(self) -> None:
         """SIGKILL this node's processes: its process group and everything it spawned (workers
         have process groups of their own)."""
+        self.killed = True
         pids = _descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -102,11 +104,15 @@ class LocalCluster:
     """Head + worker nodes on 127.0.0.1 with token auth and their own temp dir and ports."""
 
     def __init__(self):
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        self.env.pop("RAY_ADDRESS", None)
         self.temp_dir = tempfile.mkdtemp(prefix="mn", dir="/tmp")  # short: Ray's socket paths must fit
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # RAY_ADDRESS reaches every Ray process of these nodes: Ray-internal helpers that find "the"
+        # cluster by themselves (Train's PlacementGroupCleaner, through the state API) fail with
+        # "Found multiple active Ray instances" when other Ray clusters run on this machine, and a
+        # dead Train controller's placement group would then never be removed.
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    "RAY_ADDRESS": self.address}
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: list[Node] = []
 
@@ -166,6 +172,15 @@ class LocalCluster:
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=self.env, start_new_session=True)
 
+    def check_job(self, out: str) -> None:
+        """Fail with the job's output; say so when a node died that this test did not kill."""
+        if "succeeded" in out:
+            return
+        lost = [os.path.basename(n.log) for n in self.nodes if n.proc.poll() is not None and not n.killed]
+        why = (f"nodes {lost} stopped from outside the test (a `ray stop` elsewhere on this machine?)\n"
+               if lost else "")
+        pytest.fail(why + out[-4000:])
+
     def shutdown(self) -> None:
         for node in reversed(self.nodes):
             try:
@@ -214,7 +229,7 @@ def test_rollout_actors_run_on_the_rollout_node(cluster, tmp_path, data_dir):
     t0 = time.time()
     out = finish(cluster.submit(spec, str(storage), data_dir), [], timeout=600)
     wall = time.time() - t0
-    assert "succeeded" in out, out[-4000:]
+    cluster.check_job(out)
     df = pd.read_parquet(storage / "mn_place" / "metrics.parquet")
     assert df["trial_id"].nunique() == 2 and (df["status"] == "TERMINATED").all()
     assert set(df["step"]) == {10, 20} and set(df["seed"]) == {0, 1}
@@ -250,7 +265,7 @@ def test_worker_node_lost_mid_sweep_keeps_finished_trials(cluster, tmp_path, dat
     second = cluster.add_node("rollout_b", num_cpus=2, resources={"rollout": 4})  # the replacement
     replaced_after = time.time() - killed_at
     out = finish(job, lines, timeout=600)
-    assert "succeeded" in out, out[-4000:]
+    cluster.check_job(out)
 
     df = pd.read_parquet(storage / "mn_loss" / "metrics.parquet")
     assert df["trial_id"].nunique() == 3, df.groupby("trial_id")["status"].first()
