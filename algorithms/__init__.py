@@ -32,6 +32,7 @@ _ENTRIES: dict[str, str] = {
     "dql": "algorithms.dql:DQLConfig:DiffusionQL",
     "edp": "algorithms.edp:EDPConfig:EDP",
     "diffusion_policy": "algorithms.diffusion_policy:DiffusionPolicyConfig:DiffusionPolicy",
+    "ibc": "algorithms.ibc:IBCConfig:IBC",
     "lstm_gmm": "algorithms.lstm_gmm:LSTMGMMConfig:LSTMGMM",
     "bet": "algorithms.bet:BETConfig:BET",
 }

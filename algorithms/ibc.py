@@ -1,0 +1,308 @@
+"""IBC, implicit behaviour cloning (Florence et al., CoRL 2021), low-dimensional observations, in one file.
+
+"Implicit Behavioral Cloning".  Instead of regressing actions, learn an energy ``E(o, a)`` whose
+minima are the demonstrated actions, and act by minimizing it:
+
+* **energy model**: an MLP over ``concat[obs window (To * obs_dim), action chunk (Ta * act_dim)]``
+  -> one scalar per (observation, candidate) pair, ReLU + dropout, as the Diffusion Policy
+  repository's IBC baseline (``diffusion_policy/policy/ibc_dfo_lowdim_policy.py``: 4 x 1024, dropout 0.1);
+* **training, InfoNCE**: for every demonstrated chunk ``a+``, draw ``N`` counter-examples uniformly
+  in the (normalized) action bounds and minimize the cross-entropy of ``softmax(-E)`` over the
+  ``N + 1`` candidates with the demonstration as the label::
+
+      L = -log( exp(-E(o, a+)) / (exp(-E(o, a+)) + sum_j exp(-E(o, a-_j))) )
+
+* **inference, derivative-free optimizer (DFO)**, the paper's Algorithm 1 and ``ibc/agents/mcmc.py``
+  ``iterative_dfo`` of google-research/ibc: draw ``M`` candidates uniformly in the bounds, then
+  ``dfo_iterations - 1`` times: resample them with replacement with probabilities
+  ``softmax(-E / temperature)``, add Gaussian noise of std ``sigma``, clip to the bounds and shrink
+  ``sigma *= K``; finally score the candidates once more and return the best one (``argmax``) or
+  one drawn from the softmax (``sample``, what the DP repository's IBC baseline does).
+
+Observations and actions are min-max normalized to [-1, 1] with the dataset's ranges (the helpers of
+``diffusion_policy.py``); the counter-examples and DFO candidates live in the normalized action box.
+The policy sees ``To`` observations and scores the ``Ta`` actions ``To-1 .. To-1+Ta-1`` of each
+``Tp`` window (DP's convention, so the same Push-T windows feed IBC and Diffusion Policy).
+
+Sources of the defaults (``IBCConfig`` cites each one):
+  [DPcode]   real-stanford/diffusion_policy ``ibc_dfo_lowdim_policy.py`` (network, dropout, InfoNCE with
+             the demonstration at index 0, 1e-4 noise on positives, sampling at the end of the DFO).
+  [DPcfg]    its ``train_ibc_dfo_real_hybrid_workspace.yaml`` (To=2, Tp=2, Ta=1, 256 counter-examples,
+             3 DFO iterations, 1024 DFO samples, dropout 0.1, AdamW 1e-4 / betas (0.95, 0.999) /
+             wd 1e-6, cosine schedule with 500 warm-up steps).  The low-dim Push-T workspace YAML was not
+             available to check; the policy class's own defaults are 128 counter-examples, 5 iterations
+             and 16384 samples.
+  [IBCcode]  google-research/ibc ``mcmc.iterative_dfo`` (3 iterations, sigma 0.33 halved every
+             iteration, temperature 1, candidates clipped to the bounds) and
+             ``configs/pushing_states/mlp_ebm_best.gin`` (256 counter-examples, 16384 DFO samples,
+             ``uniform_boundary_buffer`` 0.05, greedy evaluation = the most probable candidate).
+
+Known differences that are not switches: the DP repository's default DFO keeps the noise at 0.03 and
+does not clip (set ``dfo_noise_std=0.03, dfo_noise_shrink=1.0, dfo_iterations=5`` for its noise
+schedule; candidates are always clipped here); google-research/ibc's ResNet energy network
+(``MLPEBM``, 8 x 128 pre-activation) is not implemented, the MLP of the DP baseline is; Langevin
+MCMC and the gradient penalty of the paper's Langevin variant are not implemented.  No Ray in here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from algorithms import EnvSpec
+from algorithms.diffusion_policy import lr_factor, minmax_normalizer
+from algorithms.dql import coerce_field_types
+
+DFO_SELECT = ("argmax", "sample")
+
+
+@dataclass
+class IBCConfig:
+    """IBC with the DFO sampler; defaults from the sources listed in the module docstring."""
+
+    # --- horizons (DPcfg: horizon 2, n_obs_steps 2, n_action_steps 1)
+    obs_horizon: int = 2                # To, observations the energy conditions on
+    pred_horizon: int = 2               # Tp, length of the training window (must hold To-1+Ta actions)
+    action_horizon: int = 1             # Ta, actions scored jointly and executed before replanning
+    # --- energy network (DPcode: 4 hidden layers of 1024, ReLU, dropout 0.1 after each)
+    hidden_dim: int = 1024
+    n_hidden: int = 4
+    dropout: float = 0.1
+    # --- InfoNCE training
+    n_counter_examples: int = 256       # DPcfg train_n_neg 256 (IBCcode num_counter_examples 256)
+    positive_noise_std: float = 1e-4    # DPcode: N(0, 1e-4) added to the normalized demonstrations
+    uniform_boundary_buffer: float = 0.0  # widen the sampling box by this fraction of its width on each
+                                        # side (DPcode: 0; IBCcode: 0.05)
+    # --- DFO inference
+    dfo_samples: int = 1024             # M, candidates per observation (DPcfg 1024; IBCcode 16384)
+    dfo_iterations: int = 3             # energy evaluations; resampling between them (DPcfg and IBCcode: 3)
+    dfo_noise_std: float = 0.33         # sigma of the first resampling noise, normalized units (IBCcode)
+    dfo_noise_shrink: float = 0.5       # K, sigma *= K after every resampling (IBCcode: "shrink by half")
+    dfo_temperature: float = 1.0        # softmax(-E / temperature) (IBCcode: 1.0)
+    dfo_select: str = "argmax"          # final pick: "argmax" (IBCcode greedy policy = the mode) or
+                                        # "sample" from the softmax (DPcode)
+    # --- optimization (DPcfg: AdamW lr 1e-4, betas (0.95, 0.999), eps 1e-8, wd 1e-6, cosine, 500 warm-up)
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    betas: tuple[float, float] = (0.95, 0.999)
+    adam_eps: float = 1e-8
+    lr_schedule: str = "cosine"         # "cosine" (DPcfg) or "constant" (after warm-up)
+    lr_warmup_steps: int = 500
+    max_steps: int = 100_000            # length of the cosine schedule; no paper value for low-dim Push-T
+                                        # (the platform sets it to the trial's train.steps)
+    grad_clip_norm: float | None = None  # not in the sources (None); clip the gradient norm if set
+
+    def __post_init__(self):
+        coerce_field_types(self)
+        self.betas = tuple(float(b) for b in self.betas)
+        To, Tp, Ta = self.obs_horizon, self.pred_horizon, self.action_horizon
+        if not (To >= 1 and Ta >= 1 and Tp >= 1):
+            raise ValueError(f"horizons must be >= 1, got obs_horizon={To}, pred_horizon={Tp}, action_horizon={Ta}")
+        if To - 1 + Ta > Tp:
+            raise ValueError(f"the scored actions To-1 .. To-1+Ta-1 must lie in the window: need obs_horizon - 1 + "
+                             f"action_horizon <= pred_horizon, got {To} - 1 + {Ta} > {Tp}")
+        if self.hidden_dim < 1 or self.n_hidden < 1:
+            raise ValueError(f"hidden_dim and n_hidden must be >= 1, got {self.hidden_dim}, {self.n_hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_counter_examples < 1:
+            raise ValueError(f"n_counter_examples must be >= 1, got {self.n_counter_examples}")
+        if self.positive_noise_std < 0 or self.uniform_boundary_buffer < 0:
+            raise ValueError(f"positive_noise_std and uniform_boundary_buffer must be >= 0, got "
+                             f"{self.positive_noise_std}, {self.uniform_boundary_buffer}")
+        if self.dfo_samples < 1 or self.dfo_iterations < 1:
+            raise ValueError(f"dfo_samples and dfo_iterations must be >= 1, got {self.dfo_samples}, "
+                             f"{self.dfo_iterations}")
+        if self.dfo_noise_std < 0 or not 0.0 < self.dfo_noise_shrink <= 1.0 or self.dfo_temperature <= 0:
+            raise ValueError(f"need dfo_noise_std >= 0, 0 < dfo_noise_shrink <= 1, dfo_temperature > 0; got "
+                             f"{self.dfo_noise_std}, {self.dfo_noise_shrink}, {self.dfo_temperature}")
+        if self.dfo_select not in DFO_SELECT:
+            raise ValueError(f"dfo_select must be one of {DFO_SELECT}, got {self.dfo_select!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.adam_eps <= 0:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, adam_eps > 0; got {self.lr}, {self.weight_decay}, "
+                             f"{self.adam_eps}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.lr_warmup_steps < 0 or self.max_steps < 1:
+            raise ValueError(f"need lr_warmup_steps >= 0 and max_steps >= 1, got {self.lr_warmup_steps}, "
+                             f"{self.max_steps}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError(f"grad_clip_norm must be > 0 or None, got {self.grad_clip_norm}")
+
+
+class EnergyMLP(nn.Module):
+    """``E(obs, actions)``: ``obs (B, To * obs_dim)``, ``actions (B, N, Ta * act_dim)`` -> energies ``(B, N)``.
+
+    Every candidate goes through the whole MLP with its observation (early fusion, as DPcode).
+    """
+
+    def __init__(self, obs_in: int, act_in: int, hidden: int, n_hidden: int, dropout: float):
+        super().__init__()
+        layers, d = [], obs_in + act_in
+        for _ in range(n_hidden):
+            layers += [nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            d = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(d, 1))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        B, N, _ = actions.shape
+        x = torch.cat([obs.unsqueeze(1).expand(B, N, obs.shape[-1]), actions], dim=-1)
+        return self.net(x).squeeze(-1)
+
+
+class IBC:
+    """Implicit BC with InfoNCE training and DFO acting.  ``data_kind = "sequences"``.
+
+    ``update(batch)``: ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` in env units -> metrics.
+    ``act(obs)``: ``(B, To, obs_dim)`` env units -> ``(B, Ta, act_dim)`` env units.
+    """
+
+    data_kind = "sequences"
+
+    def __init__(self, config: IBCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
+        self.config = c = config
+        self.spec = spec
+        self.device = torch.device(device)
+        self.obs_horizon, self.pred_horizon, self.action_horizon = c.obs_horizon, c.pred_horizon, c.action_horizon
+        self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
+
+        self.model = EnergyMLP(c.obs_horizon * spec.obs_dim, c.action_horizon * spec.act_dim, c.hidden_dim,
+                               c.n_hidden, c.dropout).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=c.lr, betas=c.betas, eps=c.adam_eps,
+                                           weight_decay=c.weight_decay)
+        self.step = 0
+
+        obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
+        act_min, act_max = spec.act_min or spec.act_low, spec.act_max or spec.act_high
+        act_scale, act_offset = minmax_normalizer(act_min, act_max, spec.act_dim)
+        # The sampling box: the dataset's action range in normalized units ([-1, 1] unless a dimension is
+        # constant), widened by the boundary buffer.
+        low = torch.tensor(act_min, dtype=torch.float32) * act_scale + act_offset
+        high = torch.tensor(act_max, dtype=torch.float32) * act_scale + act_offset
+        pad = c.uniform_boundary_buffer * (high - low)
+        self.normalizer = {k: v.to(self.device) for k, v in dict(
+            obs_scale=obs_scale, obs_offset=obs_offset, act_scale=act_scale, act_offset=act_offset,
+            act_low=low - pad, act_high=high + pad).items()}
+
+    # ------------------------------------------------------------------ normalization
+    def normalize_obs(self, obs):
+        return obs * self.normalizer["obs_scale"] + self.normalizer["obs_offset"]
+
+    def normalize_action(self, action):
+        return action * self.normalizer["act_scale"] + self.normalizer["act_offset"]
+
+    def unnormalize_action(self, naction):
+        return (naction - self.normalizer["act_offset"]) / self.normalizer["act_scale"]
+
+    def _uniform(self, B: int, N: int, generator=None) -> torch.Tensor:
+        """``(B, N, Ta * act_dim)`` candidates uniform in the normalized box (the same box for every step)."""
+        low = self.normalizer["act_low"].repeat(self.action_horizon)
+        high = self.normalizer["act_high"].repeat(self.action_horizon)
+        u = torch.rand(B, N, low.numel(), device=self.device, generator=generator)
+        return low + u * (high - low)
+
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        low = self.normalizer["act_low"].repeat(self.action_horizon)
+        high = self.normalizer["act_high"].repeat(self.action_horizon)
+        return torch.maximum(torch.minimum(x, high), low)
+
+    # ------------------------------------------------------------------ training
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One InfoNCE step on ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` (env units)."""
+        c = self.config
+        obs = batch["obs"].to(self.device, torch.float32)[:, :c.obs_horizon]
+        action = batch["action"].to(self.device, torch.float32)
+        if action.shape[1] != c.pred_horizon or obs.shape[1] != c.obs_horizon:
+            raise ValueError(f"batch windows must be obs (B, {c.obs_horizon}, obs_dim) and action "
+                             f"(B, {c.pred_horizon}, act_dim); got {tuple(obs.shape)} and {tuple(action.shape)}")
+        B = obs.shape[0]
+        nobs = self.normalize_obs(obs).reshape(B, -1)                       # (B, To * obs_dim)
+        start = c.obs_horizon - 1
+        positive = self.normalize_action(action[:, start:start + c.action_horizon]).reshape(B, 1, -1)
+        positive = positive + c.positive_noise_std * torch.randn_like(positive)
+        negatives = self._uniform(B, c.n_counter_examples)                  # (B, N, Ta * act_dim)
+        candidates = torch.cat([positive, negatives], dim=1)                # demonstration at index 0
+
+        lr = c.lr * lr_factor(self.step, c.lr_warmup_steps, c.max_steps, c.lr_schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        energy = self.model(nobs, candidates)                               # (B, N + 1)
+        labels = torch.zeros(B, dtype=torch.long, device=self.device)
+        loss = F.cross_entropy(-energy, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip_norm)
+        self.optimizer.step()
+        self.step += 1
+        with torch.no_grad():  # how often the demonstration beats every counter-example
+            accuracy = (energy.argmin(dim=1) == 0).float().mean()
+        return {"train/loss": float(loss.detach()), "train/infonce_accuracy": float(accuracy), "train/lr": lr}
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def dfo(self, nobs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Derivative-free optimization: ``nobs (B, To * obs_dim)`` normalized -> ``(B, Ta * act_dim)`` normalized."""
+        c = self.config
+        B, M = nobs.shape[0], c.dfo_samples
+        rows = torch.arange(B, device=self.device).unsqueeze(1)
+        samples = self._uniform(B, M, generator)
+        sigma = c.dfo_noise_std
+        for i in range(c.dfo_iterations):
+            logits = -self.model(nobs, samples) / c.dfo_temperature          # (B, M)
+            if i == c.dfo_iterations - 1:
+                break
+            idx = torch.multinomial(torch.softmax(logits, dim=-1), M, replacement=True, generator=generator)
+            noise = torch.randn(samples.shape, device=self.device, generator=generator)
+            samples = self._clip(samples[rows, idx] + sigma * noise)
+            sigma *= c.dfo_noise_shrink
+        if c.dfo_select == "argmax":
+            best = logits.argmax(dim=-1, keepdim=True)
+        else:
+            best = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        return samples[rows, best].squeeze(1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``obs (B, To, obs_dim)`` -> the executed actions ``(B, Ta, act_dim)``, env units."""
+        c = self.config
+        device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if obs.ndim != 3 or obs.shape[1] < c.obs_horizon or obs.shape[2] != self.obs_dim:
+            raise ValueError(f"act expects obs (B, {c.obs_horizon}, {self.obs_dim}), got {tuple(obs.shape)}")
+        nobs = self.normalize_obs(obs[:, -c.obs_horizon:]).reshape(obs.shape[0], -1)
+        was_training = self.model.training
+        self.model.eval()  # no dropout while acting
+        naction = self.dfo(nobs, generator).reshape(obs.shape[0], c.action_horizon, self.act_dim)
+        self.model.train(was_training)
+        return self.unnormalize_action(naction).to(device)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Plain tensors (and ints): energy network, optimizer, step, normalizer (with the sampling box)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+
+    def policy_state_dict(self) -> dict:
+        """What ``act`` needs: the energy network and the normalizer."""
+        return {"model": self.model.state_dict(), "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a ``state_dict()`` (or a ``policy_state_dict()``: the missing parts are left as they are)."""
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "step" in state:
+            self.step = int(state["step"])
+        if "normalizer" in state:
+            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
+                               for k, v in state["normalizer"].items()}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
