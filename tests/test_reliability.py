@@ -460,3 +460,65 @@ def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
             assert str(e).startswith(path) and "\n" not in str(e), str(e)
 
     check()
+
+
+# ----------------------------------------------------------------------------- Ray Train worker killed
+
+WORKER_KILL_SPEC = """\
+name: wkill
+algorithm: bc
+dataset: generated:pendulum-medium
+config: {hidden_dim: 32}
+train: {steps: 100, batch_size: 32, eval_every: 20, eval_episodes: 2, seeds: [0]}
+search: {searcher: random, num_samples: 1, scheduler: fifo}
+resources: {workers: 1, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.5}
+failure: {max_failures: 2}
+"""
+
+
+def _kill_tree(pid: int) -> None:
+    for p in [pid, *_descendants(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_train_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path, data_dir):
+    """SIGKILL the trial's Ray Train worker right after its first checkpointed evaluation: Train restarts it
+    (``failure.max_failures``) from the last checkpoint; the trial finishes with every evaluation step exactly
+    once in the Parquet history (no gap, no duplicate) and ends at the budget's last step."""
+    spec = tmp_path / "wkill.yaml"
+    spec.write_text(WORKER_KILL_SPEC)
+    storage = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "platform.sweep", str(spec), "--storage", str(storage),
+                             "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "DRL_DATA_DIR": data_dir})
+    lines, killed = [], None
+    try:
+        deadline = time.time() + 900
+        for line in proc.stdout:
+            lines.append(line)
+            assert time.time() < deadline, "".join(lines[-40:])
+            if killed is None and " step 20: eval/normalized_score=" in line:  # checkpoint 20 is registered
+                workers = [p for p in _descendants(proc.pid) if "RayTrainWorker" in _cmdline(p)]
+                assert len(workers) == 1, [(p, _cmdline(p)) for p in _descendants(proc.pid)]
+                killed = workers[0]
+                os.kill(killed, signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc.pid)
+    out = "".join(lines)
+    assert proc.returncode == 0, out[-4000:]
+    assert killed is not None, out[-4000:]
+    resumed = [int(l.rsplit(" ", 1)[1]) for l in lines if "resumed seeds [0] from step" in l]
+    assert resumed and resumed[0] >= 20 and resumed[0] % 20 == 0, out[-4000:]
+    df = pd.read_parquet(storage / "wkill" / "metrics.parquet")
+    assert df["trial_id"].nunique() == 1 and (df["status"] == "TERMINATED").all(), df
+    assert df["step"].tolist() == [20, 40, 60, 80, 100]  # sorted by (trial, seed, step): no gap, no duplicate
+    assert df["eval/return_mean"].notna().all() and df["step"].max() == 100
+    history = [json.loads(l) for l in open(next((storage / "wkill" / "_history").glob("*.jsonl")))]
+    assert sorted({h["step"] for h in history}) == [20, 40, 60, 80, 100]
+    print(f"killed worker pid {killed}; resumed from step {resumed[0]}; JSONL steps {[h['step'] for h in history]}")
