@@ -199,6 +199,9 @@ def test_robosuite_lift_env():
     env = make_env("robosuite:Lift")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (19,) and env.action_space.shape == (7,)
+    np.testing.assert_allclose(env.reset(seed=0)[0][:3], obs[:3])  # seeded cube placement
+    assert np.abs(env.reset(seed=1)[0][:2] - obs[:2]).max() > 1e-4
+    obs, _ = env.reset(seed=0)
     for _ in range(3):  # the cube drops onto the table from its spawn height
         obs, reward, terminated, _, info = env.step(np.zeros(7))
     assert reward == 0.0 and not terminated and not info["is_success"]
@@ -207,3 +210,91 @@ def test_robosuite_lift_env():
         obs, *_ = env.step(np.zeros(7))
     assert abs(obs[2] - cube_z) < 1e-3 and 0.7 < cube_z < 0.9  # resting on the table (table top at 0.8 m)
     env.close()
+
+
+def test_robotics_studies_parse():
+    from platform.spec import load_spec
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search_spaces")
+    got = {n: load_spec(os.path.join(root, n + ".yaml")) for n in
+           ("kitchen_dql", "kitchen_dp", "robomimic_dp", "blockpush_dp", "antmaze_dql", "adroit_pen_dql")}
+    assert got["antmaze_dql"].config["reward_shaping"] == "antmaze" and got["kitchen_dql"].env == "kitchen-complete"
+    assert {s.algorithm for s in got.values()} == {"dql", "diffusion_policy"}
+
+
+# ----------------------------------------------------------------------------- end to end through the platform
+
+E2E = """\
+name: {name}
+algorithm: {algorithm}
+dataset: {dataset}
+env: {env}
+config: {config}
+train: {{steps: 20, batch_size: 32, eval_every: 20, eval_episodes: 1, seeds: [0]}}
+search: {{metric: eval/normalized_score, searcher: random, num_samples: 1, scheduler: fifo}}
+resources: {{workers: 1, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.5}}
+failure: {{max_failures: 0}}
+"""
+
+
+def _random_episodes(env_id, n_episodes, length, minari=True):
+    """Random-action episodes of a platform env, in Minari's (or robomimic's) episode layout."""
+    from platform.envs import make_env
+
+    env = make_env(env_id)
+    out = []
+    for i in range(n_episodes):
+        obs = [env.reset(seed=i)[0]]
+        actions = [env.action_space.sample() for _ in range(length)]
+        for a in actions:
+            obs.append(env.step(a)[0])
+        obs, actions, rewards = np.array(obs), np.array(actions), np.zeros(length)
+        if minari:
+            out.append({"observations": obs, "actions": actions, "rewards": rewards,
+                        "terminations": np.zeros(length, bool), "truncations": np.arange(length) == length - 1})
+        else:
+            out.append({"obs": {"state": obs[:-1]}, "next_obs": {"state": obs[1:]}, "actions": actions,
+                        "rewards": rewards, "dones": np.zeros(length)})
+    env.close()
+    return out
+
+
+CASES = {  # env id -> (simulator module, algorithm, config, dataset kind)
+    "blockpush": ("pybullet", "diffusion_policy", "{down_dims: [16, 32], sampler: ddim, n_inference_steps: 4}", "robomimic"),
+    "kitchen-complete": ("gymnasium_robotics", "dql", "{eta: 0.005, n_action_samples: 4}", "kitchen"),
+    "antmaze-umaze": ("gymnasium_robotics", "dql", "{reward_shaping: antmaze, max_q_backup: true, n_action_samples: 4}",
+                      "antmaze"),
+    "pen": ("gymnasium_robotics", "dql", "{eta: 0.15, n_action_samples: 4}", "adroit"),
+    "robosuite:Lift": ("robosuite", "bc", "{}", "robomimic"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", list(CASES))
+def test_sweep_end_to_end(env_id, tmp_path, data_dir):
+    """Dataset file -> python -m platform.sweep -> Ray Train -> rollout actors in the env -> Parquet."""
+    import pandas as pd
+
+    from tests.test_sweep import run_cli
+
+    module, algorithm, config, kind = CASES[env_id]
+    pytest.importorskip(module)
+    if kind == "robomimic":
+        path = str(tmp_path / "demos.hdf5")
+        write_robomimic(path, _random_episodes(env_id, 2, 20, minari=False),
+                        "blockpush" if env_id == "blockpush" else "Lift", obs_keys=("state",))
+        dataset = f"robomimic:{path}"
+    else:
+        directory = tmp_path / {"kitchen": "complete", "antmaze": "umaze", "adroit": "pen-human"}[kind]
+        write_minari_files(directory, _random_episodes(env_id, 2, 20))
+        dataset = f"{kind}:{directory}"
+    assert check_dataset(dataset) == env_id
+    name = "e2e_" + env_id.replace(":", "_").replace("-", "_")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(E2E.format(name=name, algorithm=algorithm, dataset=dataset, env=env_id, config=config))
+    out = run_cli([str(spec), "--storage", str(tmp_path / "results"), "--no-report"], timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "results" / name / "metrics.parquet")
+    row = df[df["step"] == 20].iloc[0]
+    assert row["status"] == "TERMINATED" and np.isfinite(row["eval/return_mean"])
+    assert 0.0 <= row["eval/success_rate"] <= 1.0 and row["eval/length_mean"] >= 1
