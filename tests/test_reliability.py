@@ -2,12 +2,13 @@
 
 * a Ray Train worker SIGKILLed mid-trial -> restarts from its last checkpoint, no gap or duplicate steps;
 * a rollout actor SIGKILLed mid-evaluation -> the task is retried on the restarted actor, same score;
-* a crash in the middle of a checkpoint / Parquet / HDF5 write -> the previous version stays readable;
+* a crash in the middle of a checkpoint / Parquet write -> the previous version stays readable (HDF5: test_datasets);
 * bad input (YAML, keys, ranges, datasets, env ids, storage) -> exit 2, one line naming the file and the
   problem, nothing started, the results directory untouched;
 * the spec parser, fuzzed with hypothesis, raises only ``SpecError``.
 
-Ray-heavy tests use tiny budgets (generated:pendulum-medium, tens of steps, tiny networks).
+The two Ray-heavy tests (worker kill, rollout actor kill) are ``slow`` (run them with ``-m slow``) and use tiny
+budgets (generated:pendulum-medium, 100 steps, tiny networks).
 """
 from __future__ import annotations
 
@@ -88,7 +89,11 @@ def _tiny_dql():
     return algo, config_cls(**config), env_spec
 
 
+@pytest.mark.slow  # a Ray start plus four evaluations: over the default run's budget on 2 busy cores
 def test_rollout_actor_killed_mid_evaluation_is_retried_with_the_same_score(ray_local):
+    """SIGKILL the rollout actor while it runs an evaluation task: Ray restarts the actor (``max_restarts``),
+    retries the task (``max_task_retries``), and the score equals the undisturbed one (fixed episode seeds and
+    per-batch seeding of the policy's sampling)."""
     import dataclasses
 
     from ray.util.state import get_actor, list_tasks
@@ -405,9 +410,9 @@ def test_fuzz_spec_mutations_raise_only_spec_error():
              ("config",), ("failure",), ("wandb",)]
     seen = {"ok": 0, "error": 0}
 
-    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(st.sampled_from(paths), _yamlish().filter(lambda v: True), st.integers(0, 30)),
-                    min_size=1, max_size=3), st.data())
+                    min_size=0, max_size=3), st.data())
     def check(mutations, data):
         spec = copy.deepcopy(BASE)
         for path, value, which in mutations:
@@ -424,9 +429,11 @@ def test_fuzz_spec_mutations_raise_only_spec_error():
         except SpecError as e:
             assert str(e).startswith("fuzz.yaml") and "\n" not in str(e)
             seen["error"] += 1
+            seen.setdefault("keys", set()).add(e.key.split(".")[0])
 
     check()
-    assert seen["error"] > 100 and seen["ok"] > 0, seen  # the fuzzer reached both outcomes
+    # the fuzzer reached both outcomes, and errors from several sections
+    assert seen["error"] > 50 and seen["ok"] > 0 and len(seen["keys"]) >= 5, seen
 
 
 def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
@@ -449,7 +456,7 @@ def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
              | st.tuples(st.integers(0, 10**6), st.text(alphabet=":{}[]-#&*!|>'\"%@` \n\t,?abc01", max_size=8))
              .map(corrupt))
 
-    @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(texts)
     def check(text):
         with open(path, "w") as f:
