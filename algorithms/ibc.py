@@ -12,9 +12,9 @@ minima are the demonstrated actions, and act by minimizing it:
 
       L = -log( exp(-E(o, a+)) / (exp(-E(o, a+)) + sum_j exp(-E(o, a-_j))) )
 
-* **inference, derivative-free optimizer (DFO)**, the paper's Algorithm 1 and ``ibc/agents/mcmc.py``
-  ``iterative_dfo`` of google-research/ibc: draw ``M`` candidates uniformly in the bounds, then
-  ``dfo_iterations - 1`` times: resample them with replacement with probabilities
+* **inference, derivative-free optimizer (DFO)**, the paper's sampler as google-research/ibc's
+  ``ibc/agents/mcmc.py`` ``iterative_dfo`` implements it: draw ``M`` candidates uniformly in the
+  bounds, then ``dfo_iterations - 1`` times: resample them with replacement with probabilities
   ``softmax(-E / temperature)``, add Gaussian noise of std ``sigma``, clip to the bounds and shrink
   ``sigma *= K``; finally score the candidates once more and return the best one (``argmax``) or
   one drawn from the softmax (``sample``, what the DP repository's IBC baseline does).
@@ -27,7 +27,8 @@ The policy sees ``To`` observations and scores the ``Ta`` actions ``To-1 .. To-1
 Sources of the defaults (``IBCConfig`` cites each one):
   [DPcode]   real-stanford/diffusion_policy ``ibc_dfo_lowdim_policy.py`` (network, dropout, InfoNCE with
              the demonstration at index 0, 1e-4 noise on positives, sampling at the end of the DFO).
-  [DPcfg]    its ``train_ibc_dfo_real_hybrid_workspace.yaml`` (To=2, Tp=2, Ta=1, 256 counter-examples,
+  [DPcfg]    its ``train_ibc_dfo_real_hybrid_workspace.yaml``, the real-robot Push-T (image) IBC config,
+             the only IBC workspace config we could read (To=2, Tp=2, Ta=1, 256 counter-examples,
              3 DFO iterations, 1024 DFO samples, dropout 0.1, AdamW 1e-4 / betas (0.95, 0.999) /
              wd 1e-6, cosine schedule with 500 warm-up steps).  The low-dim Push-T workspace YAML was not
              available to check; the policy class's own defaults are 128 counter-examples, 5 iterations
@@ -35,7 +36,8 @@ Sources of the defaults (``IBCConfig`` cites each one):
   [IBCcode]  google-research/ibc ``mcmc.iterative_dfo`` (3 iterations, sigma 0.33 halved every
              iteration, temperature 1, candidates clipped to the bounds) and
              ``configs/pushing_states/mlp_ebm_best.gin`` (256 counter-examples, 16384 DFO samples,
-             ``uniform_boundary_buffer`` 0.05, greedy evaluation = the most probable candidate).
+             ``uniform_boundary_buffer`` 0.05) and ``agents/ibc_policy.py`` (the DFO's candidates and
+             probabilities form a ``MappedCategorical`` whose ``mode`` is the most probable candidate).
 
 Known differences that are not switches: the DP repository's default DFO keeps the noise at 0.03 and
 does not clip (set ``dfo_noise_std=0.03, dfo_noise_shrink=1.0, dfo_iterations=5`` for its noise
