@@ -31,6 +31,8 @@ _ENTRIES: dict[str, str] = {
     "bc": "algorithms.bc:BCConfig:BC",
     "dql": "algorithms.dql:DQLConfig:DiffusionQL",
     "edp": "algorithms.edp:EDPConfig:EDP",
+    "td3bc": "algorithms.td3bc:TD3BCConfig:TD3BC",
+    "iql": "algorithms.iql:IQLConfig:IQL",
     "diffusion_policy": "algorithms.diffusion_policy:DiffusionPolicyConfig:DiffusionPolicy",
     "ibc": "algorithms.ibc:IBCConfig:IBC",
     "lstm_gmm": "algorithms.lstm_gmm:LSTMGMMConfig:LSTMGMM",

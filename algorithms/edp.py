@@ -34,6 +34,7 @@ from algorithms.diffusion.dpm_solver import dpm_solver_sample
 from algorithms.diffusion.nets import NoiseMLP
 from algorithms.diffusion.schedules import DiffusionSchedule
 from algorithms.dql import TwinQ, ema_update, mlp, select_by_q, soft_update
+from algorithms.iql import advantage_weights, expectile_loss
 
 
 @dataclass
@@ -149,10 +150,7 @@ class EDP:
                 q1_t, q2_t = self.critic_target(s, a)
                 q_t = torch.min(q1_t, q2_t)
                 target = r + c.gamma * (1 - done) * self.value(s2)
-            v = self.value(s)
-            diff = q_t - v
-            weight = torch.abs(c.expectile - (diff < 0).float())
-            value_loss = (weight * diff.pow(2)).mean()
+            value_loss = expectile_loss(q_t - self.value(s), c.expectile)
             q1, q2 = self.critic(s, a)
             critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target) + value_loss
         self.critic_opt.zero_grad(set_to_none=True)
@@ -171,7 +169,7 @@ class EDP:
             with torch.no_grad():
                 q1_t, q2_t = self.critic_target(s, a)
                 adv = torch.min(q1_t, q2_t) - self.value(s)
-                w = torch.exp(c.temperature * adv).clamp(max=c.max_weight)
+                w = advantage_weights(adv, c.temperature, c.max_weight)
             per_sample = (eps_pred - eps).pow(2).mean(dim=-1, keepdim=True)
             bc_loss = per_sample.mean()
             q_loss = (w * per_sample).mean() - bc_loss  # the advantage re-weighting, reported apart

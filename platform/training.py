@@ -106,6 +106,8 @@ class SeedRun:
         np.random.seed(seed % 2**32)
         self.seed = seed
         self.algo = algo_cls(config, env_spec, device)
+        if hasattr(self.algo, "fit_dataset"):  # dataset statistics beyond EnvSpec (e.g. TD3+BC's state mean/std)
+            self.algo.fit_dataset(data)
         self.sampler = make_sampler(data, self.algo, device)
         self.sampler.reseed(seed, 0)
         self.sums: dict[str, float] = {}
