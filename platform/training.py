@@ -138,6 +138,7 @@ def _resolve_eval_env(spec: SweepSpec, data) -> str:
 
 def train_loop(loop_config: dict) -> None:
     """Ray Train entry point: ``loop_config = {"spec": SweepSpec dict, "params": searched params}``."""
+    loop_start_unix, first_step_unix = time.time(), None  # start-up overhead (benchmarks/suite.py reads them)
     import ray.train
 
     from platform.datasets import load_dataset
@@ -199,6 +200,7 @@ def train_loop(loop_config: dict) -> None:
             step += 1
             for run in runs:
                 run.step(t.batch_size, step)
+            first_step_unix = first_step_unix or time.time()
             train_time += time.perf_counter() - tick
             steps_window += 1
             is_eval = step % report_every == 0 or step == t.steps
@@ -218,7 +220,8 @@ def train_loop(loop_config: dict) -> None:
             metrics = _aggregate(per_seed)
             metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
                             "time/steps_per_s": sps, "time/window_s": elapsed, "is_eval": int(is_eval),
-                            "node/train": train_node, "node/eval": eval_nodes, "world_size": world})
+                            "node/train": train_node, "node/eval": eval_nodes, "world_size": world,
+                            "time/loop_start_unix": loop_start_unix, "time/first_step_unix": first_step_unix})
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
             if rank == 0:
                 score = metrics.get(spec.search.metric, float("nan"))
