@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion.nets import NoiseMLP, mlp
+from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
 from algorithms.diffusion.samplers import ddpm_loss, ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
 
@@ -124,6 +124,9 @@ class DQLConfig:
     """Deviation: sample the candidates from the EMA actor (the code samples from the online actor)."""
     random_q_head: bool = True
     """L_q = -Q1/|Q2| or -Q2/|Q1| at random each step, as the code; False: always -Q1/|Q2| (the paper's form)."""
+    fused_critic: bool = True
+    """Speed only, same math: both critics as one batched network (``FusedTwinQ``, same state_dict keys as
+    ``TwinQ``); False: two separate MLPs (``TwinQ``).  Optimizer states of the two are not interchangeable."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -175,6 +178,86 @@ class TwinQ(nn.Module):
         return torch.min(*self(s, a))
 
 
+class FusedTwinQ(nn.Module):
+    """``TwinQ`` computed as one batched network: both heads' layer-l weights stacked ``(2, in, out)``,
+    one ``baddbmm`` (and one Mish) per layer for the two heads instead of two of each.
+
+    Same initial weights as ``TwinQ`` (built from the same two ``mlp`` calls, same RNG order), same
+    forward values up to float round-off, and the same ``state_dict`` keys and shapes
+    (``q1_model.0.weight (hidden, in)``, ...): checkpoints load either way.  ``q1_model`` / ``q2_model``
+    are rebuilt on access as ``nn.Sequential`` heads whose ``Linear`` weights are *views* of the
+    stacked parameters, so code that edits one head in place (tests) edits this network.
+    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` and ``q_min`` likewise.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 3):
+        super().__init__()
+        heads = [mlp(obs_dim + act_dim, 1, hidden, n_hidden) for _ in range(2)]
+        lins = [[m for m in h if isinstance(m, nn.Linear)] for h in heads]
+        self.weights = nn.ParameterList(
+            [nn.Parameter(torch.stack([l1.weight.detach().t(), l2.weight.detach().t()]).contiguous())
+             for l1, l2 in zip(*lins)])                                           # (2, in, out) each
+        self.biases = nn.ParameterList(
+            [nn.Parameter(torch.stack([l1.bias.detach(), l2.bias.detach()]).unsqueeze(1).contiguous())
+             for l1, l2 in zip(*lins)])                                           # (2, 1, out) each
+        self._register_state_dict_hook(FusedTwinQ._to_twin_keys)
+        self.register_load_state_dict_pre_hook(FusedTwinQ._from_twin_keys)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, in) -> (2, B, 1)``: both heads' outputs."""
+        h = x.unsqueeze(0).expand(2, -1, -1)
+        last = len(self.weights) - 1
+        for j, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if j < last:
+                h = fast_mish(h)
+        return h
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.heads(torch.cat([s, a], dim=-1))
+        return q[0], q[1]
+
+    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self(s, a)[0]
+
+    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.heads(torch.cat([s, a], dim=-1)).amin(0)
+
+    # ---- TwinQ compatibility: per-head views and TwinQ's state_dict keys
+    def _head(self, h: int) -> nn.Sequential:
+        layers = []
+        for j, (w, b) in enumerate(zip(self.weights, self.biases)):
+            lin = nn.Linear(w.shape[1], w.shape[2], device="meta")
+            del lin.weight, lin.bias
+            lin.weight, lin.bias = w.detach()[h].t(), b.detach()[h, 0]        # views: edits reach the stack
+            layers += [lin] + ([FastMish()] if j < len(self.weights) - 1 else [])
+        return nn.Sequential(*layers)
+
+    q1_model = property(lambda self: self._head(0))
+    q2_model = property(lambda self: self._head(1))
+
+    @staticmethod
+    def _to_twin_keys(module, state_dict, prefix, local_metadata):
+        n = len(module.weights)
+        ws = [state_dict.pop(f"{prefix}weights.{j}") for j in range(n)]
+        bs = [state_dict.pop(f"{prefix}biases.{j}") for j in range(n)]
+        for h in range(2):  # TwinQ's order: all of q1_model, then q2_model
+            for j in range(n):
+                state_dict[f"{prefix}q{h + 1}_model.{2 * j}.weight"] = ws[j][h].t().contiguous()
+                state_dict[f"{prefix}q{h + 1}_model.{2 * j}.bias"] = bs[j][h, 0].clone()
+        return state_dict
+
+    @staticmethod
+    def _from_twin_keys(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                        error_msgs):
+        for j in range(len(module.weights)):
+            keys = [f"{prefix}q{h + 1}_model.{2 * j}.{n}" for n in ("weight", "bias") for h in range(2)]
+            if all(k in state_dict for k in keys):
+                w1, w2, b1, b2 = (state_dict.pop(k) for k in keys)
+                state_dict[f"{prefix}weights.{j}"] = torch.stack([w1.t(), w2.t()])
+                state_dict[f"{prefix}biases.{j}"] = torch.stack([b1, b2]).unsqueeze(1)
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak: ``target <- tau * source + (1 - tau) * target`` for every parameter (one fused foreach op)."""
@@ -212,7 +295,8 @@ class DiffusionQL:
         self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(self.device)
         self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim).to(self.device)
         self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden_dim).to(self.device)
+        critic_cls = FusedTwinQ if c.fused_critic else TwinQ
+        self.critic = critic_cls(spec.obs_dim, spec.act_dim, c.hidden_dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # fused Adam: one kernel per step instead of a dozen foreach passes (same algorithm, ~5% faster on CPU)
         fused = self.device.type in ("cpu", "cuda")
@@ -366,4 +450,4 @@ class DiffusionQL:
                 sched.last_epoch = self.step
 
 
-__all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]
+__all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "FusedTwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]

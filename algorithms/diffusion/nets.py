@@ -35,27 +35,38 @@ class _MishFunction(torch.autograd.Function):
     (``tanh(softplus(20)) = 1`` in float32), so nothing overflows.
     """
 
+    generate_vmap_rule = True  # torch.func (vmap / grad) support: algorithms/vectorized.py trains seeds in a vmap
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         w = x.clamp(max=20.0).exp_()
         n = (w + 2).mul_(w)
         t = n.div_(n + 2)                                   # tanh(softplus(x))
-        ctx.save_for_backward(x, t)
-        return x * t
+        return x * t, t                                     # t: an output so that backward can reuse it
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(inputs[0], output[1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_t):
         x, t = ctx.saved_tensors
         # d mish / dx = t + x sigmoid(x) (1 - t^2)
         return torch.sigmoid(x).mul_(x).mul_((t * t).neg_().add_(1)).add_(t).mul_(grad)
+
+
+def fast_mish(x: torch.Tensor) -> torch.Tensor:
+    """``mish(x)`` by ``_MishFunction`` (same values as ``F.mish`` to ~1e-6, about twice as fast on CPU)."""
+    return _MishFunction.apply(x)[0]
 
 
 class FastMish(nn.Module):
     """Drop-in ``nn.Mish`` (no parameters, same state dict) computed by ``_MishFunction``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _MishFunction.apply(x)
+        return fast_mish(x)
 
 
 def mlp(in_dim: int, out_dim: int, hidden: int = 256, n_hidden: int = 3,
