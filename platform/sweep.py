@@ -248,7 +248,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
 
 def _check_storage(spec: SweepSpec, storage: str) -> None:
-    """Fail before training if results cannot be written (not writable, or no space)."""
+    """Fail before training if results cannot be written: a parent is a file, the directory is not writable
+    (probed by creating a file), or less than ``$DRL_MIN_FREE_MB`` (default 50) MiB are free."""
     if "://" in storage:
         return  # remote storage (s3://, gs://) is checked by pyarrow when Tune writes
     import shutil
