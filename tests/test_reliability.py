@@ -106,7 +106,7 @@ def test_rollout_actor_killed_mid_evaluation_is_retried_with_the_same_score(ray_
                     envs_per_actor=2, num_cpus=0.5, ref_min=-1500.0, ref_max=0.0)
     try:
         state = algo.policy_state_dict()
-        episodes, first_seed = 8, 100_000  # 4 batches of 2 episodes x 200 steps: long enough to be killed
+        episodes, first_seed = 16, 100_000  # 8 batches of 2 episodes x 200 steps: long enough to be killed
         undisturbed = pool.evaluate([state], episodes, first_seed)[0]
         # The actor's RNG has moved on since; the same evaluation must still give the same numbers.
         again = pool.evaluate([state], episodes, first_seed)[0]
