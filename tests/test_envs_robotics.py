@@ -139,6 +139,7 @@ def test_scripted_blockpush_dataset(tmp_path):
     d = load_robomimic(path)
     assert d.env_id == "blockpush" and d.observations.shape[1] == 10 and d.actions.shape[1] == 2
     assert d.n_episodes == 3 and np.abs(d.actions).max() <= 0.03 + 1e-9
+    assert d.env_spec().act_high == (0.03, 0.03)
     last = d.episode_ends - 1
     assert d.rewards[last].tolist() == [1, 1, 1] and d.rewards.sum() == 3 and d.terminals[last].all()
     # the block ends within the tolerance of the target in the successor of the last step

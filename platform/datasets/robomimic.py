@@ -29,6 +29,7 @@ from platform.checkpoint import atomic_write
 
 DEFAULT_OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 ENV_IDS = {"Lift": "robosuite:Lift", "PickPlaceCan": "robosuite:PickPlaceCan", "blockpush": "blockpush"}
+ACTION_BOUND = {"blockpush": 0.03}  # per-step effector move (m); robosuite's OSC actions are in [-1, 1]
 
 
 def _demo_names(f: h5py.File, filter_key: str | None, label: str) -> list[str]:
@@ -111,11 +112,14 @@ def load_robomimic(path: str, obs_keys: tuple[str, ...] | None = None, filter_ke
             n += t
             ends.append(n)
     env_name = read_env_name(path)
+    bound = ACTION_BOUND.get(env_name, 1.0)
+    act_dim = act[0].shape[1]
     return OfflineDataset(observations=np.concatenate(obs_parts), actions=np.concatenate(act),
                           rewards=np.concatenate(rew), next_observations=np.concatenate(next_parts),
                           terminals=np.concatenate(term), timeouts=np.concatenate(tout),
                           episode_ends=np.asarray(ends, dtype=np.int64), env_id=ENV_IDS.get(env_name, ""),
                           ref_min_score=0.0, ref_max_score=1.0, name=label,
+                          act_low=(-bound,) * act_dim, act_high=(bound,) * act_dim,
                           attrs={"obs_keys": list(obs_keys), "env_name": env_name, "n_demos": len(names)})
 
 
