@@ -1,0 +1,483 @@
+"""The benchmark suite: training, sampling, evaluation and sweep overhead, side by side in one process.
+
+    python -m benchmarks.suite                       # everything (minutes on 2 busy cores)
+    python -m benchmarks.suite --parts training,sampling --out results/bench
+    python -m benchmarks.suite --quick               # seconds: tiny networks, few steps (the test uses it)
+
+Parts (``--parts``, comma-separated; default all):
+
+* ``training``: gradient steps/s at the papers' batch (256) for DQL (K=5), EDP (K=100, 1000, TD3
+  backbone, DPM-Solver targets), Diffusion Policy CNN and transformer (Push-T shapes), each next to a
+  plain eager re-implementation of the same step in this file (``nn.Mish``, table gathers, foreach /
+  for-loop optimizers, ``.item()`` per loss), timed interleaved so both see the same machine load.
+  The figure is the ratio ours / eager.  DQL also without its fused twin critic, and N seeds trained
+  in one ``VectorizedDQL`` (vmap) against N ordinary runs one after the other.
+* ``sampling``: milliseconds per batch of actions (10 states x 50 candidates, HalfCheetah dims) for
+  DDPM (K = 5, 20, 100; next to the plain chain with per-step gathers), DDIM (K = 100 model, 5-20
+  steps) and DPM-Solver++ (K = 1000 model, 5-20 steps).
+* ``evaluation``: environment steps/s of DQL policies in Pendulum (and HalfCheetah unless ``--quick``):
+  batched inference over all envs of a vector env vs one ``act`` per env, in this process; and a real
+  ``EvalPool`` of 1, 2, 4 Ray CPU rollout actors (real gymnasium) on the same episodes.
+* ``sweep``: a tiny real sweep (1 trial, DQL on generated Pendulum): seconds from ``run_sweep`` to the
+  first gradient step, and inside the trial from the train loop's start (``time/first_step_unix`` and
+  ``time/loop_start_unix`` in the trial's metric history).
+
+Every row goes to ``benchmarks.parquet`` (one row per measurement: part, case, value, unit,
+baseline_value, ratio, threads, load average, ...) and ``benchmarks.md`` under ``--out``; the
+Markdown table is printed.  Run from the repo root (``platform`` must shadow the standard library's).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from algorithms import EnvSpec  # noqa: E402
+from benchmarks.bench_dql import DirectStep, _swap_activation  # noqa: E402
+
+PARTS = ("training", "sampling", "evaluation", "sweep")
+OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah
+COLUMNS = ["part", "case", "value", "unit", "baseline", "baseline_value", "ratio", "threads", "load_1m",
+           "quick", "torch", "cpus", "unix_time", "note"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def load_1m() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def row(part: str, case: str, value: float, unit: str, baseline: str = "", baseline_value: float = float("nan"),
+        note: str = "", **_) -> dict:
+    ratio = value / baseline_value if baseline_value and math.isfinite(baseline_value) else float("nan")
+    if unit == "ms":  # lower is better: the ratio is always "times faster than the baseline"
+        ratio = baseline_value / value if baseline_value and math.isfinite(baseline_value) else float("nan")
+    return {"part": part, "case": case, "value": float(value), "unit": unit, "baseline": baseline,
+            "baseline_value": float(baseline_value), "ratio": float(ratio), "threads": torch.get_num_threads(),
+            "load_1m": load_1m(), "quick": False, "torch": torch.__version__, "cpus": os.cpu_count() or 0,
+            "unix_time": time.time(), "note": note}
+
+
+def interleaved_rate(fns: dict, calls: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Calls per second of each function: median over ``repeats`` timed runs of ``calls`` calls,
+    interleaved (run 1 of every function, then run 2, ...) so that load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rates: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            rates[name].append(calls / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def transition_batch(batch_size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"observations": torch.randn(batch_size, obs_dim, generator=g),
+            "actions": torch.rand(batch_size, act_dim, generator=g) * 2 - 1,
+            "rewards": torch.randn(batch_size, generator=g),
+            "next_observations": torch.randn(batch_size, obs_dim, generator=g),
+            "terminals": (torch.rand(batch_size, generator=g) < 0.01).float()}
+
+
+# ----------------------------------------------------------------------------- plain eager steps (baselines)
+
+
+class EDPDirect:
+    """EDP's TD3-backbone step written plainly: ``nn.Mish``, for-loop Adam, ``.item()`` per loss."""
+
+    def __init__(self, algo):
+        self.a = algo
+        for m in (algo.actor, algo.ema_actor, algo.critic, algo.critic_target):
+            _swap_activation(m, nn.Mish)
+        algo.actor_opt = torch.optim.Adam(algo.actor.parameters(), lr=algo.cfg.lr, foreach=False)
+        algo.critic_opt = torch.optim.Adam(algo.critic.parameters(), lr=algo.cfg.lr, foreach=False)
+
+    def __call__(self, batch):
+        a, c = self.a, self.a.cfg
+        s, act, r = batch["observations"], batch["actions"], batch["rewards"].reshape(-1, 1)
+        s2, done = batch["next_observations"], batch["terminals"].reshape(-1, 1)
+        with torch.no_grad():
+            t1, t2 = a.critic_target(s2, a.sample(s2))
+            target = r + c.gamma * (1 - done) * torch.min(t1, t2)
+        q1, q2 = a.critic(s, act)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        a.critic_opt.zero_grad()
+        critic_loss.backward()
+        a.critic_opt.step()
+        k = torch.randint(0, c.n_timesteps, (s.shape[0],))
+        eps = torch.randn_like(act)
+        a_k = a.schedule.q_sample(act, k, eps)
+        eps_pred = a.actor(a_k, k, s)
+        a0 = a.schedule.x0_from_eps(a_k, k, eps_pred).clamp(-1.0, 1.0)
+        bc_loss = F.mse_loss(eps_pred, eps)
+        q_new = a.critic.q1(s, a0)
+        actor_loss = bc_loss - c.alpha / q_new.abs().mean().detach() * q_new.mean()
+        a.actor_opt.zero_grad()
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(a.actor.parameters(), c.grad_norm)
+        a.actor_opt.step()
+        a.step += 1
+        with torch.no_grad():
+            if a.step % c.update_ema_every == 0:
+                for pe, p in zip(a.ema_actor.parameters(), a.actor.parameters()):
+                    pe.mul_(c.ema_decay).add_(p, alpha=1 - c.ema_decay)
+            for pt, p in zip(a.critic_target.parameters(), a.critic.parameters()):
+                pt.mul_(1 - c.tau).add_(p, alpha=c.tau)
+        return [actor_loss.item(), bc_loss.item(), critic_loss.item()]
+
+
+class DPDirect:
+    """Diffusion Policy's step written plainly: the same network, for-loop AdamW, per-parameter EMA loop."""
+
+    def __init__(self, algo):
+        self.a = algo
+        c = algo.config
+        self.opt = torch.optim.AdamW(algo.model.parameters(), lr=c.lr, betas=c.betas, eps=c.adam_eps,
+                                     weight_decay=c.weight_decay, foreach=False)
+
+    def __call__(self, batch):
+        a, c = self.a, self.a.config
+        nobs, x0 = a.normalize_obs(batch["obs"]), a.normalize_action(batch["action"])
+        noise = torch.randn_like(x0)
+        k = torch.randint(0, c.n_timesteps, (x0.shape[0],))
+        x_k = a.schedule.q_sample(x0, k, noise)
+        loss = F.mse_loss(a._eps(a.model, x_k, k, nobs), noise)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        if a.ema_model is not None:
+            with torch.no_grad():
+                for pe, p in zip(a.ema_model.parameters(), a.model.parameters()):
+                    pe.mul_(0.999).add_(p, alpha=0.001)
+        return loss.item()
+
+
+def plain_ddpm_chain(model, schedule, obs: torch.Tensor, act_dim: int) -> torch.Tensor:
+    """The DDPM chain as the public code writes it: per-step ``(B,)`` index tensors and table gathers."""
+    x = torch.randn(obs.shape[0], act_dim)
+    for i in reversed(range(schedule.n_timesteps)):
+        k = torch.full((obs.shape[0],), i, dtype=torch.long)
+        x0 = schedule.x0_from_eps(x, k, model(x, k, obs)).clamp(-1.0, 1.0)
+        mean, log_var = schedule.q_posterior(x0, x, k)
+        nonzero = (1 - (k == 0).float()).reshape(-1, 1)
+        x = mean + nonzero * (0.5 * log_var).exp() * torch.randn_like(x)
+    return x.clamp(-1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def bench_training(args) -> list[dict]:
+    from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
+    from algorithms.dql import DiffusionQL, DQLConfig
+    from algorithms.edp import EDP, EDPConfig
+
+    q = args.quick
+    bs = 32 if q else args.batch_size
+    hidden = 32 if q else 256
+    calls, repeats, warmup = (1, 1, 1) if q else (args.steps, args.repeats, 3)
+    spec = EnvSpec(OBS_DIM, ACT_DIM)
+    batch = transition_batch(bs)
+    rows = []
+
+    def pair(case, make_ours, make_direct, batch, calls=calls, note=""):
+        torch.manual_seed(0)
+        ours = make_ours()
+        torch.manual_seed(0)
+        direct = make_direct()
+        r = interleaved_rate({"ours": lambda: ours(batch), "eager": lambda: direct(batch)}, calls, repeats, warmup)
+        rows.append(row("training", case, r["ours"], "steps/s", "eager", r["eager"],
+                        note=f"batch {bs}{', ' + note if note else ''}"))
+        print(f"[bench] training {case}: {r['ours']:.2f} steps/s vs eager {r['eager']:.2f}", flush=True)
+
+    def dql(**kw):
+        return DiffusionQL(DQLConfig(n_timesteps=5, hidden_dim=hidden, **kw), spec)
+
+    # the eager baseline always gets two separate critic MLPs with nn.Mish (DirectStep swaps FastMish out)
+    pair("dql K=5", lambda: dql().update, lambda: DirectStep(dql(fused_critic=False)), batch,
+         note="fused twin critic")
+    if not q:
+        pair("dql K=5 two critic MLPs", lambda: dql(fused_critic=False).update,
+             lambda: DirectStep(dql(fused_critic=False)), batch, note="fused_critic=False")
+
+    # N seeds of one config: one VectorizedDQL step vs N ordinary steps (seed-steps/s)
+    from algorithms.vectorized import VectorizedDQL, stack_batches
+
+    n_seeds = 2 if q else args.seeds
+    cfg = DQLConfig(n_timesteps=5, hidden_dim=hidden)
+    vec = VectorizedDQL(cfg, spec, list(range(n_seeds)))
+    singles = []
+    for s in range(n_seeds):
+        torch.manual_seed(s)
+        singles.append(DiffusionQL(cfg, spec))
+    stacked = stack_batches([transition_batch(bs, seed=s) for s in range(n_seeds)])
+    seed_batches = [transition_batch(bs, seed=s) for s in range(n_seeds)]
+
+    def sequential():
+        for algo, b in zip(singles, seed_batches):
+            algo.update(b)
+
+    r = interleaved_rate({"vmap": lambda: vec.update(stacked), "seq": sequential}, max(1, calls // n_seeds),
+                         repeats, 1)
+    rows.append(row("training", f"dql K=5, {n_seeds} seeds vmapped", r["vmap"] * n_seeds, "seed-steps/s",
+                    f"{n_seeds} sequential runs", r["seq"] * n_seeds, note=f"batch {bs}, VectorizedDQL"))
+    print(f"[bench] training dql {n_seeds} seeds: vmapped {r['vmap'] * n_seeds:.2f} seed-steps/s vs sequential "
+          f"{r['seq'] * n_seeds:.2f}", flush=True)
+    for K in (100, 1000):
+        def edp(K=K):
+            return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec)
+
+        pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
+
+    dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
+                      act_max=(512.0,) * 2, act_low=(0.0,) * 2, act_high=(512.0,) * 2)
+    dp_batch = {"obs": torch.rand(bs, 2, 20) * 512, "action": torch.rand(bs, 16, 2) * 512}
+    sizes = {"cnn": dict(down_dims=(16, 32), diffusion_step_embed_dim=16) if q else {},
+             "transformer": dict(n_layer=1, n_head=2, n_emb=32) if q else {}}
+    for backbone, size in sizes.items():
+        def dp(backbone=backbone, size=size):
+            return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, **size), dp_spec)
+
+        pair(f"dp_{backbone}", lambda: dp().update, lambda: DPDirect(dp()), dp_batch,
+             calls=max(1, calls // 5), note="paper size" if not q else "tiny")
+    return rows
+
+
+def bench_sampling(args) -> list[dict]:
+    from algorithms.diffusion import DiffusionSchedule, NoiseMLP, ddim_sample, ddpm_sample, dpm_solver_sample
+
+    q = args.quick
+    n = 50 if q else 500                      # 10 states x 50 candidates (DQL/EDP acting on a 10-env actor)
+    hidden = 32 if q else 256
+    calls, repeats = (1, 1) if q else (max(3, args.steps // 10), args.repeats)
+    torch.manual_seed(0)
+    net = NoiseMLP(OBS_DIM, ACT_DIM, hidden=hidden).eval()
+    obs = torch.randn(n, OBS_DIM)
+    shape = (n, ACT_DIM)
+    rows = []
+
+    def den(x, k):
+        return net(x, k, obs)
+
+    def ms(case, fn, baseline_fn=None, note=""):
+        fns = {"ours": fn} | ({"plain": baseline_fn} if baseline_fn else {})
+        with torch.no_grad():
+            r = interleaved_rate(fns, calls, repeats, 1)
+        base = 1e3 / r["plain"] if baseline_fn else float("nan")
+        rows.append(row("sampling", case, 1e3 / r["ours"], "ms", "plain chain" if baseline_fn else "", base,
+                        note=f"batch {n}{', ' + note if note else ''}"))
+        print(f"[bench] sampling {case}: {1e3 / r['ours']:.2f} ms per batch of {n}", flush=True)
+
+    for K in ((5, 20) if q else (5, 20, 100)):
+        sch = DiffusionSchedule(K, "vp")
+        ms(f"ddpm K={K}", lambda: ddpm_sample(den, sch, shape, clip=1.0),
+           lambda: plain_ddpm_chain(net, sch, obs, ACT_DIM))
+    sch = DiffusionSchedule(100, "cosine")
+    for steps in ((5, 10) if q else (5, 10, 20)):
+        ms(f"ddim {steps} steps (K=100)", lambda: ddim_sample(den, sch, shape, steps, clip=1.0))
+    sch = DiffusionSchedule(1000, "linear")
+    for steps in ((5, 15) if q else (5, 10, 15, 20)):
+        ms(f"dpm_solver {steps} steps (K=1000)", lambda: dpm_solver_sample(den, sch, shape, steps, clip=1.0))
+    return rows
+
+
+def _dql_policy(env_id: str, hidden: int, candidates: int):
+    """A (randomly initialized) DQL policy sized for ``env_id``; speed does not depend on the weights."""
+    import gymnasium as gym
+
+    from algorithms.dql import DiffusionQL, DQLConfig
+    from platform.envs import make_env
+
+    env = make_env(env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.tolist(), env.action_space.high.tolist()
+    env.close()
+    assert isinstance(env.action_space, gym.spaces.Box)
+    spec = EnvSpec(obs_dim, act_dim, act_low=tuple(low), act_high=tuple(high))
+    config = {"hidden_dim": hidden, "n_action_samples": candidates}
+    torch.manual_seed(0)
+    return DiffusionQL(DQLConfig(**config), spec), config, spec
+
+
+def bench_evaluation(args) -> list[dict]:
+    import ray
+
+    from platform.envs import make_env
+    from platform.evaluation import EvalPool, run_episodes
+
+    q = args.quick
+    hidden, candidates = (32, 10) if q else (256, 50)
+    rows = []
+    envs = ["Pendulum-v1"] if q else ["Pendulum-v1", "HalfCheetah-v5"]
+    for env_id in envs:
+        algo, config, spec = _dql_policy(env_id, hidden, candidates)
+        n_envs = 4
+        steps = 10 if q else (200 if env_id.startswith("Pendulum") else 100)
+        fns = [lambda: make_env(env_id, max_episode_steps=steps) for _ in range(n_envs)]
+        seeds = list(range(n_envs))
+
+        def batched():
+            return run_episodes(algo, fns, seeds)
+
+        def per_env():
+            return [e for s in seeds for e in run_episodes(algo, fns[:1], [s])]
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a rollout actor
+        try:
+            r = interleaved_rate({"batched": batched, "per_env": per_env}, 1, 1 if q else args.repeats, 1)
+        finally:
+            torch.set_num_threads(threads)
+        total = n_envs * steps
+        rows.append(row("evaluation", f"{env_id} batched act, {n_envs} envs", r["batched"] * total, "env steps/s",
+                        "one act per env", r["per_env"] * total, note=f"in-process, 1 thread, {steps}-step episodes"))
+        print(f"[bench] evaluation {env_id}: batched {r['batched'] * total:.0f} env steps/s, per env "
+              f"{r['per_env'] * total:.0f}", flush=True)
+
+    # Ray rollout actors (real Ray, real gymnasium, full-length episodes), the same episodes each time
+    if not ray.is_initialized():
+        from platform.sweep import init_ray
+
+        init_ray(num_cpus=max(2, os.cpu_count() or 2))
+    env_id = "Pendulum-v1"
+    algo, config, spec = _dql_policy(env_id, hidden, candidates)
+    state = algo.policy_state_dict()
+    episodes = 4 if q else 8
+    actor_counts = (1, 2) if q else (1, 2, 4)
+    base = None
+    for n_actors in actor_counts:
+        pool = EvalPool(env_id, "dql", config, spec.to_dict(), n_actors=n_actors,
+                        envs_per_actor=math.ceil(episodes / n_actors), num_cpus=0.5)
+        try:
+            pool.evaluate([state], n_actors, 0)  # warm-up: actors built, env made, first act
+            reps = []
+            for _ in range(1 if q else args.repeats):
+                t0 = time.perf_counter()
+                m = pool.evaluate([state], episodes, 0)[0]
+                reps.append(m["eval/length_mean"] * episodes / (time.perf_counter() - t0))
+        finally:
+            pool.shutdown()
+        sps = statistics.median(reps)
+        base = base or sps
+        rows.append(row("evaluation", f"{env_id} {n_actors} rollout actor(s)", sps, "env steps/s",
+                        "1 actor", base, note=f"{episodes} episodes, batched act per actor"))
+        print(f"[bench] evaluation {n_actors} actor(s): {sps:.0f} env steps/s (load {load_1m():.1f})", flush=True)
+    return rows
+
+
+def bench_sweep(args) -> list[dict]:
+    """A one-trial sweep; the trial's history JSONL carries the loop's start and first-step timestamps."""
+    from platform.datasets import load_dataset
+    from platform.spec import parse_spec
+    from platform.sweep import run_sweep
+
+    dataset = "generated:pendulum-medium"
+    load_dataset(dataset)  # generate/cache outside the timed region
+    storage = tempfile.mkdtemp(prefix="bench_sweep_")
+    spec = parse_spec({"name": "bench_overhead", "algorithm": "dql", "dataset": dataset,
+                       "config": {"hidden_dim": 32, "n_action_samples": 5},
+                       "train": {"steps": 2, "batch_size": 32, "eval_every": 2, "eval_episodes": 1, "seeds": [0]},
+                       "search": {"searcher": "random", "num_samples": 1, "scheduler": "fifo"},
+                       "resources": {"workers": 1, "cpus_per_worker": 0.5, "eval_actors": 1,
+                                     "cpus_per_eval_actor": 0.25}})
+    t0 = time.time()
+    run_sweep(spec, storage=storage, report=False)
+    wall = time.time() - t0
+    hist_dir = os.path.join(storage, spec.name, "_history")
+    first = [json.loads(open(os.path.join(hist_dir, f)).readline()) for f in os.listdir(hist_dir)][0]
+    if "time/first_step_unix" not in first:
+        raise RuntimeError("the train loop reports no time/first_step_unix (platform/training.py too old)")
+    rows = [row("sweep", "run_sweep -> first gradient step", first["time/first_step_unix"] - t0, "s",
+                note="Ray start, Tune, Train worker group, dataset, model, eval actors"),
+            row("sweep", "train loop start -> first gradient step",
+                first["time/first_step_unix"] - first["time/loop_start_unix"], "s",
+                note="dataset load, model build, eval pool start"),
+            row("sweep", "whole 2-step sweep", wall, "s", note="incl. one evaluation and Parquet results")]
+    for r in rows:
+        print(f"[bench] sweep {r['case']}: {r['value']:.1f} s", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+            f"load average (1 min) {min(r['load_1m'] for r in rows):.1f}-{max(r['load_1m'] for r in rows):.1f}"
+            if rows else "")
+    lines = [head, "", "| part | case | value | unit | baseline | baseline value | ratio | note |",
+             "|---|---|---:|---|---|---:|---:|---|"]
+    for r in rows:
+        bv = "" if not math.isfinite(r["baseline_value"]) else f"{r['baseline_value']:.4g}"
+        ratio = "" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.2f}x"
+        lines.append(f"| {r['part']} | {r['case']} | {r['value']:.4g} | {r['unit']} | {r['baseline']} | {bv} | "
+                     f"{ratio} | {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: list[dict], out: str) -> tuple[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(out, exist_ok=True)
+    table = pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows])
+    pq_path, md_path = os.path.join(out, "benchmarks.parquet"), os.path.join(out, "benchmarks.md")
+    pq.write_table(table, pq_path)
+    with open(md_path, "w") as f:
+        f.write(markdown(rows))
+    return pq_path, md_path
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument("--quick", action="store_true", help="tiny networks and few steps: seconds, for tests")
+    p.add_argument("--out", default=None, help="write benchmarks.parquet and benchmarks.md here")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--steps", type=int, default=30, help="gradient steps per timed run (DP: a fifth)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    p.add_argument("--batch-size", type=int, default=256, help="training batch (papers: 256)")
+    p.add_argument("--seeds", type=int, default=8, help="seeds of the vectorized DQL measurement (default 8)")
+    args = p.parse_args(argv)
+    parts = [x for x in args.parts.split(",") if x]
+    bad = [x for x in parts if x not in PARTS]
+    if bad:
+        p.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    rows: list[dict] = []
+    for part in parts:
+        rows += globals()[f"bench_{part}"](args)
+    for r in rows:
+        r["quick"] = bool(args.quick)
+    print(markdown(rows))
+    if args.out:
+        for path in write(rows, args.out):
+            print(f"[bench] wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
