@@ -410,7 +410,7 @@ def test_fuzz_spec_mutations_raise_only_spec_error():
              ("config",), ("failure",), ("wandb",)]
     seen = {"ok": 0, "error": 0}
 
-    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(st.sampled_from(paths), _yamlish().filter(lambda v: True), st.integers(0, 30)),
                     min_size=0, max_size=3), st.data())
     def check(mutations, data):
@@ -433,7 +433,7 @@ def test_fuzz_spec_mutations_raise_only_spec_error():
 
     check()
     # the fuzzer reached both outcomes, and errors from several sections
-    assert seen["error"] > 50 and seen["ok"] > 0 and len(seen["keys"]) >= 5, seen
+    assert seen["error"] > 40 and seen["ok"] > 0 and len(seen["keys"]) >= 5, seen
 
 
 def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
@@ -456,7 +456,7 @@ def test_fuzz_yaml_text_raises_only_spec_error(tmp_path):
              | st.tuples(st.integers(0, 10**6), st.text(alphabet=":{}[]-#&*!|>'\"%@` \n\t,?abc01", max_size=8))
              .map(corrupt))
 
-    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(texts)
     def check(text):
         with open(path, "w") as f:
