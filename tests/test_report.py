@@ -288,6 +288,10 @@ def test_generated_and_pusht_references():
     assert report.paper_reference("edp", "d4rl:hopper-medium-v2").value is None
     assert report.paper_reference("diffusion_policy", "pusht:datasets/pusht/x.zarr").value == 91.0
     assert report.paper_reference("diffusion_policy", "pusht:x.zarr", backbone="transformer").value == 79.0
+    # the paper budget is the algorithm's own: Diffusion Policy's step count is not shown next to IBC
+    assert "210k" in report.paper_budget("diffusion_policy", "pusht:x.zarr")
+    assert report.paper_budget("ibc", "pusht:x.zarr") == "" and report.paper_budget("bet", "pusht:x.zarr") == ""
+    assert report.paper_budget("dql", "generated:pendulum-medium") == "2M gradient steps"
 
 
 def test_comparison_of_two_sweeps_generated_data_and_failures(results_dir, tmp_path):
