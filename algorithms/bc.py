@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
-from algorithms.diffusion_policy import minmax_normalizer
+from algorithms.normalization import minmax_normalizer
 from algorithms.dql import coerce_field_types
 
 _SQUASH_EPS = 1e-6  # keeps atanh finite for dataset actions lying exactly on the bounds

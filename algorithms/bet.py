@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion_policy import lr_factor, minmax_normalizer
+from algorithms.diffusion_policy import lr_factor
+from algorithms.normalization import RangeNormalized, range_normalizer
 from algorithms.dql import coerce_field_types
 
 
@@ -153,7 +154,7 @@ class MinGPT(nn.Module):
         return self.head(self.ln_f(self.blocks(x, mask=self.mask[:T, :T], is_causal=True)))
 
 
-class BET:
+class BET(RangeNormalized):
     """Behavior Transformer: ``update(batch) -> metrics``, ``act(obs) -> (B, 1, act_dim)``, plain-tensor state."""
 
     data_kind = "sequences"
@@ -170,20 +171,7 @@ class BET:
         self.centers = torch.zeros(c.n_bins, spec.act_dim, device=self.device)  # k-means bins, normalized units
         self.fitted = False
         self.step = 0
-        obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
-        act_scale, act_offset = minmax_normalizer(spec.act_min or spec.act_low, spec.act_max or spec.act_high,
-                                                  spec.act_dim)
-        self.normalizer = {k: v.to(self.device) for k, v in dict(obs_scale=obs_scale, obs_offset=obs_offset,
-                                                                 act_scale=act_scale, act_offset=act_offset).items()}
-
-    def normalize_obs(self, obs):
-        return obs * self.normalizer["obs_scale"] + self.normalizer["obs_offset"]
-
-    def normalize_action(self, action):
-        return action * self.normalizer["act_scale"] + self.normalizer["act_offset"]
-
-    def unnormalize_action(self, naction):
-        return (naction - self.normalizer["act_offset"]) / self.normalizer["act_scale"]
+        self.normalizer = range_normalizer(spec, self.device)
 
     # ------------------------------------------------------------------ bins
     @torch.no_grad()
@@ -247,15 +235,12 @@ class BET:
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs (B, To, obs_dim)`` (the last ``To`` are used) -> ``(B, 1, act_dim)``."""
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.ndim != 3 or obs.shape[2] != self.obs_dim:
-            raise ValueError(f"act expects obs (B, {self.obs_horizon}, {self.obs_dim}), got {tuple(obs.shape)}")
-        return self.sample(obs[:, -self.obs_horizon:]).unsqueeze(1).to(device)
+        return self.sample(self.obs_window(obs, full=False)).unsqueeze(1).to(device)
 
     # ------------------------------------------------------------------ state
     def _policy_state(self) -> dict:
         return {"model": self.model.state_dict(), "centers": self.centers.clone(),
-                "fitted": torch.tensor(self.fitted), "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+                "fitted": torch.tensor(self.fitted), "normalizer": self.normalizer_state()}
 
     def state_dict(self) -> dict:
         return {**self._policy_state(), "optimizer": self.optimizer.state_dict(), "step": self.step}
@@ -273,9 +258,7 @@ class BET:
             self.optimizer.load_state_dict(state["optimizer"])
         if "step" in state:
             self.step = int(state["step"])
-        if "normalizer" in state:
-            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
-                               for k, v in state["normalizer"].items()}
+        self.load_normalizer(state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

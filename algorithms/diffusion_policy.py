@@ -38,6 +38,7 @@ from algorithms import EnvSpec
 from algorithms.diffusion.nets import SinusoidalPosEmb
 from algorithms.diffusion.samplers import ddim_sample, ddpm_sample
 from algorithms.diffusion.schedules import DiffusionSchedule
+from algorithms.normalization import RangeNormalized, range_normalizer
 
 BACKBONES = ("cnn", "transformer")
 # Paper values that differ between the two backbones (train_diffusion_unet_lowdim_workspace.yaml,
@@ -353,22 +354,6 @@ class TransformerForDiffusion(nn.Module):
 # ============================================================================ helpers
 
 
-def minmax_normalizer(low, high, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, offset)`` with ``x_norm = x * scale + offset`` mapping [low, high] to [-1, 1].
-
-    As the public ``LinearNormalizer(mode="limits")``: a dimension whose range is below 1e-4 is only
-    shifted (``x - low``).  Without ranges (empty ``low``/``high``), the identity.
-    """
-    if not low or not high:
-        return torch.ones(dim), torch.zeros(dim)
-    low, high = torch.tensor(low, dtype=torch.float32), torch.tensor(high, dtype=torch.float32)
-    span = high - low
-    flat = span < 1e-4
-    scale = 2.0 / torch.where(flat, torch.full_like(span, 2.0), span)
-    offset = torch.where(flat, -low, -1.0 - scale * low)
-    return scale, offset
-
-
 def lr_factor(step: int, warmup: int, max_steps: int, schedule: str) -> float:
     """diffusers' ``get_scheduler("cosine")``: linear warm-up from 0, then half a cosine to 0 at ``max_steps``.
 
@@ -394,7 +379,7 @@ def ema_decay(step: int, power: float, inv_gamma: float, min_value: float, max_v
 # ============================================================================ the algorithm
 
 
-class DiffusionPolicy:
+class DiffusionPolicy(RangeNormalized):
     """Diffusion Policy on low-dim observations.  ``data_kind = "sequences"``.
 
     ``update(batch)``: ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` in env units -> metrics.
@@ -427,21 +412,7 @@ class DiffusionPolicy:
         self.step = 0
 
         # [-1, 1] normalization with the dataset's ranges (state_dict keeps them, as plain tensors).
-        obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
-        act_scale, act_offset = minmax_normalizer(spec.act_min or spec.act_low, spec.act_max or spec.act_high,
-                                                  spec.act_dim)
-        self.normalizer = {k: v.to(self.device) for k, v in dict(obs_scale=obs_scale, obs_offset=obs_offset,
-                                                                 act_scale=act_scale, act_offset=act_offset).items()}
-
-    # ------------------------------------------------------------------ normalization
-    def normalize_obs(self, obs):
-        return obs * self.normalizer["obs_scale"] + self.normalizer["obs_offset"]
-
-    def normalize_action(self, action):
-        return action * self.normalizer["act_scale"] + self.normalizer["act_offset"]
-
-    def unnormalize_action(self, naction):
-        return (naction - self.normalizer["act_offset"]) / self.normalizer["act_scale"]
+        self.normalizer = range_normalizer(spec, self.device)
 
     def _eps(self, model: nn.Module, x_k, k, nobs):
         """Noise prediction ``(B, Tp, act_dim)`` for noisy chunks ``x_k``, steps ``k (B,)``, normalized obs."""
@@ -491,10 +462,8 @@ class DiffusionPolicy:
     def predict_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The whole denoised chunk: ``obs (B, To, obs_dim)`` -> ``(B, Tp, act_dim)``, env units."""
         c = self.config
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.ndim != 3 or obs.shape[1] < c.obs_horizon or obs.shape[2] != self.obs_dim:
-            raise ValueError(f"act expects obs (B, {c.obs_horizon}, {self.obs_dim}), got {tuple(obs.shape)}")
-        nobs = self.normalize_obs(obs[:, -c.obs_horizon:])
+        obs = self.obs_window(obs)
+        nobs = self.normalize_obs(obs)
         model = self.ema_model if self.ema_model is not None else self.model
         was_training = model.training
         model.eval()
@@ -526,7 +495,7 @@ class DiffusionPolicy:
     def state_dict(self) -> dict:
         """Plain tensors (and ints): network, EMA network, optimizer, step, normalizer."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+                 "normalizer": self.normalizer_state()}
         if self.ema_model is not None:
             state["ema_model"] = self.ema_model.state_dict()
         return state
@@ -535,7 +504,7 @@ class DiffusionPolicy:
         """What ``act`` needs (acting network + normalizer): a light payload for rollout workers."""
         key = "ema_model" if self.ema_model is not None else "model"
         net = self.ema_model if self.ema_model is not None else self.model
-        return {key: net.state_dict(), "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+        return {key: net.state_dict(), "normalizer": self.normalizer_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Load a ``state_dict()`` (or a ``policy_state_dict()``: the missing parts are left as they are)."""
@@ -549,9 +518,7 @@ class DiffusionPolicy:
             self.optimizer.load_state_dict(state["optimizer"])
         if "step" in state:
             self.step = int(state["step"])
-        if "normalizer" in state:
-            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
-                               for k, v in state["normalizer"].items()}
+        self.load_normalizer(state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -54,7 +54,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion_policy import lr_factor, minmax_normalizer
+from algorithms.diffusion_policy import lr_factor
+from algorithms.normalization import RangeNormalized, action_range, minmax_normalizer
 from algorithms.dql import coerce_field_types
 
 DFO_SELECT = ("argmax", "sample")
@@ -156,7 +157,7 @@ class EnergyMLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class IBC:
+class IBC(RangeNormalized):
     """Implicit BC with InfoNCE training and DFO acting.  ``data_kind = "sequences"``.
 
     ``update(batch)``: ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` in env units -> metrics.
@@ -179,7 +180,7 @@ class IBC:
         self.step = 0
 
         obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
-        act_min, act_max = spec.act_min or spec.act_low, spec.act_max or spec.act_high
+        act_min, act_max = action_range(spec)
         act_scale, act_offset = minmax_normalizer(act_min, act_max, spec.act_dim)
         # The sampling box: the dataset's action range in normalized units ([-1, 1] unless a dimension is
         # constant), widened by the boundary buffer.
@@ -189,16 +190,6 @@ class IBC:
         self.normalizer = {k: v.to(self.device) for k, v in dict(
             obs_scale=obs_scale, obs_offset=obs_offset, act_scale=act_scale, act_offset=act_offset,
             act_low=low - pad, act_high=high + pad).items()}
-
-    # ------------------------------------------------------------------ normalization
-    def normalize_obs(self, obs):
-        return obs * self.normalizer["obs_scale"] + self.normalizer["obs_offset"]
-
-    def normalize_action(self, action):
-        return action * self.normalizer["act_scale"] + self.normalizer["act_offset"]
-
-    def unnormalize_action(self, naction):
-        return (naction - self.normalizer["act_offset"]) / self.normalizer["act_scale"]
 
     def _uniform(self, B: int, N: int, generator=None) -> torch.Tensor:
         """``(B, N, Ta * act_dim)`` candidates uniform in the normalized box (the same box for every step)."""
@@ -274,10 +265,8 @@ class IBC:
         """``obs (B, To, obs_dim)`` -> the executed actions ``(B, Ta, act_dim)``, env units."""
         c = self.config
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.ndim != 3 or obs.shape[1] < c.obs_horizon or obs.shape[2] != self.obs_dim:
-            raise ValueError(f"act expects obs (B, {c.obs_horizon}, {self.obs_dim}), got {tuple(obs.shape)}")
-        nobs = self.normalize_obs(obs[:, -c.obs_horizon:]).reshape(obs.shape[0], -1)
+        obs = self.obs_window(obs)
+        nobs = self.normalize_obs(obs).reshape(obs.shape[0], -1)
         was_training = self.model.training
         self.model.eval()  # no dropout while acting
         naction = self.dfo(nobs, generator).reshape(obs.shape[0], c.action_horizon, self.act_dim)
@@ -288,11 +277,11 @@ class IBC:
     def state_dict(self) -> dict:
         """Plain tensors (and ints): energy network, optimizer, step, normalizer (with the sampling box)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+                "normalizer": self.normalizer_state()}
 
     def policy_state_dict(self) -> dict:
         """What ``act`` needs: the energy network and the normalizer."""
-        return {"model": self.model.state_dict(), "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+        return {"model": self.model.state_dict(), "normalizer": self.normalizer_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Load a ``state_dict()`` (or a ``policy_state_dict()``: the missing parts are left as they are)."""
@@ -302,9 +291,7 @@ class IBC:
             self.optimizer.load_state_dict(state["optimizer"])
         if "step" in state:
             self.step = int(state["step"])
-        if "normalizer" in state:
-            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
-                               for k, v in state["normalizer"].items()}
+        self.load_normalizer(state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

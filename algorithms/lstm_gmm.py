@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion_policy import minmax_normalizer
+from algorithms.normalization import RangeNormalized, range_normalizer
 from algorithms.dql import coerce_field_types
 
 
@@ -110,7 +110,7 @@ class RNNGMM(nn.Module):
         return logits, means, scales
 
 
-class LSTMGMM:
+class LSTMGMM(RangeNormalized):
     """BC-RNN with a GMM head: ``update(batch) -> metrics``, ``act(obs) -> (B, 1, act_dim)``, plain-tensor state."""
 
     data_kind = "sequences"
@@ -124,11 +124,7 @@ class LSTMGMM:
         self.model = RNNGMM(spec.obs_dim, spec.act_dim, c).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.step = 0
-        obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
-        act_scale, act_offset = minmax_normalizer(spec.act_min or spec.act_low, spec.act_max or spec.act_high,
-                                                  spec.act_dim)
-        self.normalizer = {k: v.to(self.device) for k, v in dict(obs_scale=obs_scale, obs_offset=obs_offset,
-                                                                 act_scale=act_scale, act_offset=act_offset).items()}
+        self.normalizer = range_normalizer(spec, self.device)
 
     # ------------------------------------------------------------------ the mixture
     def mixture(self, nobs: torch.Tensor, low_noise: bool = False) -> torch.distributions.Distribution:
@@ -145,15 +141,6 @@ class LSTMGMM:
             scales = torch.exp(scales) + c.gmm_min_std
         D = torch.distributions
         return D.MixtureSameFamily(D.Categorical(logits=logits), D.Independent(D.Normal(means, scales), 1))
-
-    def normalize_obs(self, obs):
-        return obs * self.normalizer["obs_scale"] + self.normalizer["obs_offset"]
-
-    def normalize_action(self, action):
-        return action * self.normalizer["act_scale"] + self.normalizer["act_offset"]
-
-    def unnormalize_action(self, naction):
-        return (naction - self.normalizer["act_offset"]) / self.normalizer["act_scale"]
 
     # ------------------------------------------------------------------ training
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -187,19 +174,16 @@ class LSTMGMM:
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs (B, To, obs_dim)`` (the last ``To`` are used) -> ``(B, 1, act_dim)``."""
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.ndim != 3 or obs.shape[2] != self.obs_dim:
-            raise ValueError(f"act expects obs (B, {self.obs_horizon}, {self.obs_dim}), got {tuple(obs.shape)}")
-        return self.sample(obs[:, -self.obs_horizon:]).unsqueeze(1).to(device)
+        return self.sample(self.obs_window(obs, full=False)).unsqueeze(1).to(device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+                "normalizer": self.normalizer_state()}
 
     def policy_state_dict(self) -> dict:
         """What ``act`` needs (network + normalizer), for rollout workers."""
-        return {"model": self.model.state_dict(), "normalizer": {k: v.clone() for k, v in self.normalizer.items()}}
+        return {"model": self.model.state_dict(), "normalizer": self.normalizer_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Load a ``state_dict()`` or a ``policy_state_dict()`` (missing parts are left as they are)."""
@@ -208,9 +192,7 @@ class LSTMGMM:
             self.optimizer.load_state_dict(state["optimizer"])
         if "step" in state:
             self.step = int(state["step"])
-        if "normalizer" in state:
-            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
-                               for k, v in state["normalizer"].items()}
+        self.load_normalizer(state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -11,7 +11,8 @@ import torch
 
 from algorithms import REGISTRY, EnvSpec
 from algorithms.diffusion_policy import (ConditionalUnet1D, DiffusionPolicy, DiffusionPolicyConfig,
-                                         TransformerForDiffusion, ema_decay, lr_factor, minmax_normalizer)
+                                         TransformerForDiffusion, ema_decay, lr_factor)
+from algorithms.normalization import minmax_normalizer
 
 torch.set_num_threads(1)
 

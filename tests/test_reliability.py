@@ -18,37 +18,18 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.raycluster import descendants, kill_tree
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc): only processes this test started are ever signalled."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _cmdline(pid: int) -> str:
@@ -483,14 +464,6 @@ failure: {max_failures: 2}
 """
 
 
-def _kill_tree(pid: int) -> None:
-    for p in [pid, *_descendants(pid)]:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.mark.slow
 def test_train_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path, data_dir):
     """SIGKILL the trial's Ray Train worker right after its first checkpointed evaluation: Train restarts it
@@ -509,14 +482,14 @@ def test_train_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path, data_di
             lines.append(line)
             assert time.time() < deadline, "".join(lines[-40:])
             if killed is None and " step 20: eval/normalized_score=" in line:  # checkpoint 20 is registered
-                workers = [p for p in _descendants(proc.pid) if "RayTrainWorker" in _cmdline(p)]
-                assert len(workers) == 1, [(p, _cmdline(p)) for p in _descendants(proc.pid)]
+                workers = [p for p in descendants(proc.pid) if "RayTrainWorker" in _cmdline(p)]
+                assert len(workers) == 1, [(p, _cmdline(p)) for p in descendants(proc.pid)]
                 killed = workers[0]
                 os.kill(killed, signal.SIGKILL)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
-            _kill_tree(proc.pid)
+            kill_tree(proc.pid)
     out = "".join(lines)
     assert proc.returncode == 0, out[-4000:]
     assert killed is not None, out[-4000:]

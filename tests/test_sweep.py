@@ -4,7 +4,6 @@ Each test runs `python -m platform.sweep` in a subprocess (a real local Ray per 
 would.  Small budgets: BC on the generated Pendulum dataset, a few steps per trial.
 """
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ import time
 
 import pandas as pd
 import pytest
+
+from tests.raycluster import kill_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,9 +109,8 @@ def test_resume_after_driver_killed(tmp_path, data_dir):
             finished.append(line.split()[1])
             break
         assert time.time() < deadline, "".join(lines[-50:])
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die mid-sweep
+    kill_tree(proc.pid)  # the driver and its local Ray die mid-sweep (only this test's processes)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
     assert finished, "".join(lines[-50:])
     out = run_cli([spec, "--storage", str(storage), "--no-report", "--resume"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
