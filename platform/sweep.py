@@ -125,7 +125,7 @@ class ProgressPrinter:
                     return
                 params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
                 print(f"[sweep] {trial.trial_id} step {result.get('step')}: {metric}="
-                      f"{_fmt(result.get(metric))} ({params})", flush=True)
+                      f"{_fmt(result.get(metric))}" + (f" ({params})" if params else ""), flush=True)
 
             def on_trial_complete(cb, iteration, trials, trial):
                 self.done += 1
