@@ -119,13 +119,13 @@ class LocalCluster:
                 "for n in ray.nodes() if n['Alive']]))" % self.address)
         try:
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                                 cwd=self.temp_dir, timeout=60)
+                                 cwd=self.temp_dir, timeout=120)
         except subprocess.TimeoutExpired:  # the GCS is not answering (yet)
             return []
         line = next((l for l in out.stdout.splitlines() if l.startswith("NODES=")), None)
         return json.loads(line[6:]) if line else []
 
-    def _wait_for(self, node: Node, resources: dict, timeout: float = 240) -> Node:
+    def _wait_for(self, node: Node, resources: dict, timeout: float = 600) -> Node:
         known = {n.node_id for n in self.nodes if n.node_id}
         deadline = time.time() + timeout
         while time.time() < deadline:

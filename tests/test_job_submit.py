@@ -7,11 +7,13 @@ import json
 import subprocess
 
 import pandas as pd
+import pytest
 
 from tests.raycluster import ROOT, LocalCluster
 from tests.test_sweep import make_spec
 
 
+@pytest.mark.timeout(1200)  # a Ray head start plus a sweep: minutes on 2 busy cores
 def test_job_submit_runs_sweep(tmp_path, data_dir):
     cluster = LocalCluster()
     try:

@@ -93,6 +93,7 @@ def test_bad_spec_exits_2_and_starts_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.timeout(1500)  # two sweeps with their own Ray starts: minutes on 2 busy cores
 def test_resume_after_driver_killed(tmp_path, data_dir):
     spec = make_spec(tmp_path, name="resume", steps=60, eval_every=20, num_samples=2)
     open(spec, "a").write("# one trial at a time, so that one has finished and one has not when the driver dies\n")
@@ -102,7 +103,7 @@ def test_resume_after_driver_killed(tmp_path, data_dir):
     proc = subprocess.Popen([sys.executable, "-m", "platform.sweep", spec, "--storage", str(storage), "--no-report"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    finished, lines, deadline = [], [], time.time() + 400
+    finished, lines, deadline = [], [], time.time() + 900
     for line in proc.stdout:
         lines.append(line)
         if "finished (" in line:
