@@ -10,6 +10,15 @@ import pytest
 from benchmarks import suite
 
 
+@pytest.fixture(autouse=True)
+def _restore_denormals():
+    """suite.main turns on flush-to-zero for the process; leave the pytest process as it was."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
+
+
 def _check(tmp_path, rows, parts, cases):
     table = pq.read_table(tmp_path / "benchmarks.parquet").to_pandas()
     assert list(table.columns) == suite.COLUMNS
