@@ -44,6 +44,9 @@ def _free_port() -> int:
 TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run, but must ask for something
 
 
+LOCAL_START_ATTEMPTS = 3  # tries of a local ray.init that timed out during node start-up
+
+
 def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
     """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
 
@@ -75,8 +78,20 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
             num_cpus = math.ceil(trial_cpus)
             print(f"[sweep] one trial needs {trial_cpus:g} CPUs, this machine has {os.cpu_count()}: starting "
                   f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-                 runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES, "env_vars": env_vars})
+        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+            try:
+                ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                         runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES,
+                                      "env_vars": env_vars})
+                return
+            except Exception as e:
+                # Ray waits a fixed 30 s for its raylet to register; on an overloaded machine it may not, and the
+                # sweep would die before it started.  Tear down what was started and try again.
+                if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS:
+                    raise
+                print(f"[sweep] Ray's local node did not start within Ray's 30 s (busy machine?): retrying "
+                      f"({attempt}/{LOCAL_START_ATTEMPTS - 1})", flush=True)
+                ray.shutdown()
 
 
 def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
