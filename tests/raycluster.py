@@ -60,16 +60,11 @@ class Node:
         """SIGKILL this node's processes: its process group and everything it spawned (workers
         have process groups of their own)."""
         self.killed = True
-        pids = descendants(self.proc.pid)
+        kill_tree(self.proc.pid)  # collects the tree before the first kill
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # and whatever is left in its process group
         except ProcessLookupError:
             pass
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait(timeout=30)
 
 
