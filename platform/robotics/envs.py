@@ -148,7 +148,9 @@ class RobosuiteEnv(gym.Env):
 
     obs ``(obs_dim,)`` float64: ``object-state`` then eef pos (3), eef quat (4), gripper qpos (2);
     action ``(7,)`` in [-1, 1]: OSC_POSE delta (xyz, axis-angle) and gripper (-1 open, 1 close).
-    ``reset(seed=s)`` reseeds numpy's global RNG, which robosuite's object placement draws from.
+    ``reset(seed=s)`` reseeds the RNG robosuite's object placement draws from: the env's ``rng`` Generator
+    (robosuite >= 1.5, shared with its placement sampler, so it is reseeded in place) and numpy's global RNG
+    (older versions).
     """
 
     metadata = {"render_modes": []}
@@ -183,6 +185,9 @@ class RobosuiteEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             np.random.seed(seed % 2**32)
+            rng = getattr(self._env, "rng", None)
+            if isinstance(rng, np.random.Generator):  # in place: the placement sampler holds this object
+                rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
         self._t = 0
         return self._flat(self._env.reset()), {"is_success": False}
 
