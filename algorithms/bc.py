@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
-from algorithms.normalization import minmax_normalizer
+from algorithms.normalization import RangeNormalized, range_normalizer
 from algorithms.dql import coerce_field_types
 
 _SQUASH_EPS = 1e-6  # keeps atanh finite for dataset actions lying exactly on the bounds
@@ -76,7 +76,7 @@ class BCConfig:
                              f"{self.action_horizon}")
 
 
-class BC:
+class BC(RangeNormalized):
     """Gaussian behaviour cloning: ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state dicts."""
 
     data_kind = "transitions"
@@ -84,6 +84,7 @@ class BC:
     def __init__(self, config: BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = self.config = config
         self.spec, self.device = spec, torch.device(device)
+        self.obs_dim = spec.obs_dim
         self.seq = c.data_kind == "sequences"
         self.data_kind = c.data_kind
         To, Ta = (c.obs_horizon, c.action_horizon) if self.seq else (1, 1)
@@ -97,11 +98,7 @@ class BC:
         if self.seq:  # the Gaussian lives in [-1, 1]-normalized action space, bounds = the dataset's range
             self.act_low = -torch.ones(out_dim, device=self.device)
             self.act_high = torch.ones(out_dim, device=self.device)
-            obs_scale, obs_offset = minmax_normalizer(spec.obs_low, spec.obs_high, spec.obs_dim)
-            act_scale, act_offset = minmax_normalizer(spec.act_min or spec.act_low, spec.act_max or spec.act_high,
-                                                      spec.act_dim)
-            self.normalizer = {k: v.to(self.device) for k, v in dict(
-                obs_scale=obs_scale, obs_offset=obs_offset, act_scale=act_scale, act_offset=act_offset).items()}
+            self.normalizer = range_normalizer(spec, self.device)
         else:
             self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
             self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)
@@ -144,15 +141,13 @@ class BC:
     def _flat_windows(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """sequences: ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` -> normalized, flattened
         ``(B, To * obs_dim)`` and the executed actions ``To-1 .. To-1+Ta-1`` as ``(B, Ta * act_dim)``."""
-        To, Ta, n = self.obs_horizon, self.action_horizon, self.normalizer
+        To, Ta = self.obs_horizon, self.action_horizon
         obs = batch["obs"].to(self.device, torch.float32)[:, :To]
         action = batch["action"].to(self.device, torch.float32)[:, To - 1:To - 1 + Ta]
         if obs.shape[1] != To or action.shape[1] != Ta:
             raise ValueError(f"BC sequences need obs (B, {To}, obs_dim) and action (B, >= {To - 1 + Ta}, act_dim); "
                              f"got {tuple(batch['obs'].shape)} and {tuple(batch['action'].shape)}")
-        nobs = obs * n["obs_scale"] + n["obs_offset"]
-        naction = action * n["act_scale"] + n["act_offset"]
-        return nobs.flatten(1), naction.flatten(1)
+        return self.normalize_obs(obs).flatten(1), self.normalize_action(action).flatten(1)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One Adam step on the mean negative log-likelihood of ``batch["actions"]`` given ``batch["observations"]``."""
@@ -180,11 +175,10 @@ class BC:
             s = torch.as_tensor(obs)[:, -1].to(self.device, torch.float32)
             return self.mean_action(s).unsqueeze(1)
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
-        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)[:, -self.obs_horizon:]
-        n = self.normalizer
-        naction = self.mean_action((obs * n["obs_scale"] + n["obs_offset"]).flatten(1))
+        obs = self.obs_window(obs)
+        naction = self.mean_action(self.normalize_obs(obs).flatten(1))
         naction = naction.reshape(obs.shape[0], self.action_horizon, self.spec.act_dim)
-        return ((naction - n["act_offset"]) / n["act_scale"]).to(device)
+        return self.unnormalize_action(naction).to(device)
 
     def state_dict(self) -> dict:
         return {**self.policy_state_dict(), "opt": self.opt.state_dict()}
@@ -193,7 +187,7 @@ class BC:
         """What ``act`` needs (no optimizer state): for rollout workers."""
         d = {"net": self.net.state_dict(), "log_std": self.log_std.detach().clone()}
         if self.seq:
-            d["normalizer"] = {k: v.clone() for k, v in self.normalizer.items()}
+            d["normalizer"] = self.normalizer_state()
         return d
 
     def load_state_dict(self, d: dict) -> None:
@@ -203,6 +197,4 @@ class BC:
             self.log_std.copy_(d["log_std"])
         if "opt" in d:
             self.opt.load_state_dict(d["opt"])
-        if "normalizer" in d:
-            self.normalizer = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device).clone()
-                               for k, v in d["normalizer"].items()}
+        self.load_normalizer(d)
