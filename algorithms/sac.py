@@ -40,7 +40,7 @@ class SACConfig:
     init_alpha: float = 1.0        # initial entropy temperature (cleanrl/CORL: 1.0)
     target_entropy: float | None = None  # None: -act_dim (SAC paper's heuristic)
     learning_starts: int = 10_000  # uniform-random actions (and no updates) for the first steps
-    buffer_size: int = 1_000_000   # D4RL's replay buffers held the whole 1M-step run
+    buffer_size: int = 2_000_000   # a cap: the buffer never wraps (D4RL's held the whole run), sized to the run
 
     def __post_init__(self):
         for name in ("hidden_dim", "n_hidden", "batch_size", "buffer_size"):
@@ -129,7 +129,10 @@ class Actor(nn.Module):
 
 
 class SAC:
-    """``update(batch) -> metrics`` (one gradient step of critic, actor and temperature) and ``act``."""
+    """``update(batch) -> metrics`` (one gradient step of critic, actor and temperature) and ``act``.
+
+    ``update`` returns 0-d tensors; ``float()`` the ones you need.
+    """
 
     def __init__(self, config: SACConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.config, self.spec, self.device = config, spec, torch.device(device)
@@ -144,7 +147,7 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr)
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         obs, act, rew = batch["observations"], batch["actions"], batch["rewards"]
         next_obs, term = batch["next_observations"], batch["terminals"]
         alpha = self.log_alpha.exp().detach()
@@ -160,13 +163,16 @@ class SAC:
         critic_loss.backward()
         self.critic_opt.step()
 
-        # Actor: maximize min-Q + entropy; the critic's grads from here are discarded by zero_grad above.
+        # Actor: maximize min-Q + entropy.  The critic is frozen for this pass: backward then skips its
+        # weight gradients (about a sixth of the update's work) and only flows through its input.
+        self.critic.requires_grad_(False)
         new_act, logp = self.actor.sample(obs)
         q_pi = self.critic(obs, new_act).min(0).values
         actor_loss = (alpha * logp - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
+        self.critic.requires_grad_(True)
 
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
@@ -176,9 +182,9 @@ class SAC:
         with torch.no_grad():
             for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
                 tp.lerp_(p, self.config.tau)
-        return {"train/critic_loss": critic_loss.item(), "train/actor_loss": actor_loss.item(),
-                "train/alpha": alpha.item(), "train/q_mean": q.detach().mean().item(),
-                "train/entropy": -logp.detach().mean().item()}
+        # 0-d tensors, not floats: reading a value every step would sync (and cost) for nothing
+        return {"train/critic_loss": critic_loss.detach(), "train/actor_loss": actor_loss.detach(),
+                "train/alpha": alpha, "train/q_mean": q.detach().mean(), "train/entropy": -logp.detach().mean()}
 
     @torch.no_grad()
     def act(self, obs, deterministic: bool = False) -> np.ndarray:

@@ -18,6 +18,8 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+RAY = os.path.join(BIN, "ray")  # the `ray` of the running interpreter's environment
 
 
 def free_port() -> int:
@@ -51,7 +53,7 @@ class Node:
 
     def __init__(self, args: list[str], env: dict, log: str):
         self.log = log
-        self.proc = subprocess.Popen(["ray", "start", "--block", "--disable-usage-stats", *args], env=env,
+        self.proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.node_id: str | None = None
         self.killed = False
@@ -79,7 +81,10 @@ class LocalCluster:
         # cluster by themselves (Train's PlacementGroupCleaner, through the state API) fail with
         # "Found multiple active Ray instances" when other Ray clusters run on this machine, and a
         # dead Train controller's placement group would then never be removed.
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        # The running interpreter's bin/ first on PATH: `ray` and a job's `python` must be this
+        # environment's (a virtualenv that is not activated), not whatever else PATH finds.
+        path = os.pathsep.join([BIN, os.environ.get("PATH", "")])
+        self.env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
                     "RAY_ADDRESS": self.address}
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.nodes: list[Node] = []
@@ -134,7 +139,7 @@ class LocalCluster:
 
     def submit(self, spec: str, storage: str, data_dir: str) -> subprocess.Popen:
         runtime_env = {"env_vars": {"DRL_DATA_DIR": data_dir}, "excludes": [".git", "results", "reports"]}
-        return subprocess.Popen(["ray", "job", "submit", "--address", self.dashboard, "--working-dir", ".",
+        return subprocess.Popen([RAY, "job", "submit", "--address", self.dashboard, "--working-dir", ".",
                                  "--runtime-env-json", json.dumps(runtime_env), "--",
                                  "python", "-m", "platform.sweep", spec, "--storage", storage, "--no-report"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

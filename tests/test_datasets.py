@@ -355,7 +355,7 @@ def test_sac_smoke():
     before = [p.detach().clone() for p in agent.actor.parameters()]
     for _ in range(20):
         m = agent.update(buf.sample(64, rng))
-    assert all(np.isfinite(v) for v in m.values()), m
+    assert all(np.isfinite(float(v)) for v in m.values()), m
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor.parameters()))
     assert m["train/alpha"] < 1.0  # the temperature moved from its initial value
     act = agent.act(rng.normal(size=(5, 3)))
@@ -404,12 +404,44 @@ def test_mujoco_generation_pipeline(tmp_path):
     from algorithms.sac import SACConfig
     from platform.datasets.generate import generate
 
+    # a tiny run cannot reach D4RL's medium level: medium_return lowers it (the file records it)
     kw = dict(steps=200, samples=400, eval_every=100, eval_episodes=2, checkpoint_every=100,
-              config=SACConfig(**TINY), quiet=True)
-    replay = load_d4rl(generate("hopper", "medium-replay", str(tmp_path / "hopper-medium-replay.hdf5"), **kw))
+              config=SACConfig(**TINY), quiet=True, train=True, medium_return=-1e9)
     both = load_d4rl(generate("hopper", "medium-expert", str(tmp_path / "hopper-medium-expert.hdf5"), **kw))
+    replay = load_d4rl(generate("hopper", "medium-replay", str(tmp_path / "hopper-medium-replay.hdf5"), **kw))
     assert replay.env_id == both.env_id == "Hopper-v5"
     assert replay.attrs["medium_step"] == replay.attrs["samples"] <= replay.attrs["sac_steps"]
     assert both.attrs["samples"] == 800 and both.attrs["sac_steps"] == replay.attrs["sac_steps"]  # one shared run
     assert both.terminals.sum() > 0 and (replay.ref_min_score, replay.ref_max_score) == REF_SCORES["hopper"]
     assert os.path.exists(tmp_path / "work" / "hopper-sac-seed0" / "progress.json")
+
+
+def test_mujoco_medium_refused_below_d4rl_level(tmp_path):
+    """A run that does not reach D4RL's medium level writes no file called medium (one-line error)."""
+    from algorithms.sac import SACConfig
+    from platform.datasets.generate import generate, main, medium_threshold
+
+    assert medium_threshold("hopper") == pytest.approx(-20.272305 + (3234.3 + 20.272305) / 3)
+    kw = dict(steps=150, samples=400, eval_every=100, eval_episodes=2, checkpoint_every=100,
+              config=SACConfig(**TINY), quiet=True, train=True)
+    out = tmp_path / "hopper-medium.hdf5"
+    with pytest.raises(ValueError, match=r"hopper-medium needs 1065 .*train longer"):
+        generate("hopper", "medium", str(out), **kw)
+    assert not out.exists()
+    # without --train only a shipped policy is used; expert has none
+    assert main(["hopper", "expert", "--out", str(tmp_path / "e.hdf5"), "--quiet"]) == 2
+
+
+def test_collect_episodes_one_per_env():
+    """n_episodes: each env plays its share, so early falls are not over-counted by finishing first."""
+    from platform.datasets.generate import collect
+
+    def falls_in_env0(obs, rng):  # env 0 of the batch pushes hard (falls fast), the others stand still
+        act = np.zeros((len(obs), 3), np.float32)
+        act[0] = 1.0
+        return act
+
+    data = collect("Hopper-v5", falls_in_env0, seed=0, n_episodes=4, n_envs=4)
+    lengths = np.diff(np.concatenate([[0], np.nonzero(data["terminals"] | data["timeouts"])[0] + 1]))
+    assert len(data["episode_returns"]) == 4 and len(lengths) == 4
+    assert lengths[0] < lengths[1:].min()  # env 0's one short episode is kept once, not four times

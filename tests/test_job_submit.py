@@ -9,7 +9,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from tests.raycluster import ROOT, LocalCluster
+from tests.raycluster import RAY, ROOT, LocalCluster
 from tests.test_sweep import make_spec
 
 
@@ -21,7 +21,7 @@ def test_job_submit_runs_sweep(tmp_path, data_dir):
         spec = make_spec(tmp_path, name="job", steps=20, eval_every=10, num_samples=1)
         storage = tmp_path / "results"
         runtime_env = {"env_vars": {"DRL_DATA_DIR": data_dir}, "excludes": [".git", "results", "reports"]}
-        out = subprocess.run(["ray", "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
+        out = subprocess.run([RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
                               "--runtime-env-json", json.dumps(runtime_env), "--",
                               "python", "-m", "platform.sweep", spec, "--storage", str(storage), "--no-report"],
                              cwd=ROOT, capture_output=True, text=True, env=cluster.env, timeout=600)

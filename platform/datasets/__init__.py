@@ -180,7 +180,7 @@ def check_dataset(name: str, cache_dir: str | None = None, validate: bool = True
     if kind == "generated":
         env, quality = generate.parse_name(value)
         path = generated_path(value, cache_dir)
-        if not os.path.exists(path) and not generate.is_cheap(env):
+        if not os.path.exists(path) and not generate.is_cheap(env, quality):
             raise FileNotFoundError(f"dataset {name!r} is not generated yet: {generate.missing_message(env, quality, path)}")
         if validate and os.path.exists(path):
             from platform.datasets.d4rl import read_arrays
@@ -217,8 +217,9 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
     """Resolve a study's ``dataset:`` name to an ``OfflineDataset``.
 
     ``cache_dir``: directory of ``generated:`` (and ``d4rl:<name>``) files, see the module doc.
-    ``allow_generate``: None generates missing cheap (Pendulum) datasets only; True also MuJoCo ones
-    (hours); False never generates.
+    ``allow_generate``: None generates missing cheap datasets only (Pendulum, MuJoCo ``random`` and the
+    qualities with a shipped behaviour policy: seconds to minutes); True also the others (SAC training,
+    hours); False never generates.
     """
     kind, value = split_name(name)
     if kind == "d4rl":
@@ -232,7 +233,7 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
         env, quality = generate.parse_name(value)
         path = generated_path(value, cache_dir)
         if not os.path.exists(path):
-            if allow_generate is False or (allow_generate is None and not generate.is_cheap(env)):
+            if allow_generate is False or (allow_generate is None and not generate.is_cheap(env, quality)):
                 raise FileNotFoundError(f"dataset {name!r} is not generated yet: "
                                         f"{generate.missing_message(env, quality, path)}")
             generate.generate(env, quality, path)

@@ -72,8 +72,10 @@ ENVS = {
     "hopper": {"env_id": "Hopper-v5", "cheap": False, "samples": 1_000_000},
     "walker2d": {"env_id": "Walker2d-v5", "cheap": False, "samples": 1_000_000},
 }
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: evaluation plays one episode per env; medium from D4RL's references
 MEDIUM_FRACTION = 1 / 3             # D4RL: medium = "about 1/3 the performance of the expert"
+EXPERT_MIN_NORMALIZED = 80.0        # an 'expert' file needs a final SAC evaluation at least this normalized
+POLICY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies")  # shipped behaviour policies
 PENDULUM_NOISE = 0.1                # std of the torque noise of the scripted expert while collecting
 PENDULUM_MEDIUM_RANDOM_PROB = 0.7   # chance of a uniform random torque in 'medium' (44.5 normalized)
 
@@ -88,8 +90,23 @@ def parse_name(value: str) -> tuple[str, str]:
     return env, quality
 
 
-def is_cheap(env: str) -> bool:
-    return ENVS[env]["cheap"]
+def is_cheap(env: str, quality: str | None = None) -> bool:
+    """Made in seconds to minutes without training: Pendulum, ``random``, or a shipped behaviour policy."""
+    return ENVS[env]["cheap"] or quality == "random" or (quality is not None and shipped_policy(env, quality) is not None)
+
+
+def medium_threshold(env: str) -> float:
+    """D4RL's medium level: a third of the way from its random to its expert reference return."""
+    from platform.datasets.scores import REF_SCORES
+
+    lo, hi = REF_SCORES[env]
+    return lo + MEDIUM_FRACTION * (hi - lo)
+
+
+def shipped_policy(env: str, quality: str) -> str | None:
+    """Path of the shipped behaviour policy of ``<env>-<quality>`` (``platform/datasets/policies/``), or None."""
+    path = os.path.join(POLICY_DIR, f"{env}-{quality}.pt")
+    return path if os.path.exists(path) and os.path.exists(path[:-3] + ".json") else None
 
 
 def cached_path(env: str, quality: str, cache_dir: str | None = None) -> str:
@@ -99,8 +116,8 @@ def cached_path(env: str, quality: str, cache_dir: str | None = None) -> str:
 
 
 def missing_message(env: str, quality: str, path: str) -> str:
-    cost = ("minutes (1M random steps)" if quality == "random" else
-            "hours on a CPU (SAC training, resumable; see the module docstring)")
+    cost = ("minutes (1M steps of the shipped behaviour policy)" if is_cheap(env, quality) else
+            "hours on a CPU with --train (SAC training, resumable; see the module docstring)")
     return (f"generate it once with `python -m platform.datasets.generate {env} {quality} --out {path}` "
             f"(takes {cost}), or call load_dataset(..., allow_generate=True)")
 
@@ -119,32 +136,39 @@ def collect(env_id: str, policy, seed: int, n_steps: int | None = None, n_episod
             n_envs: int = 8, desc: str = "", quiet: bool = True) -> dict[str, np.ndarray]:
     """Run ``policy(obs (B, obs_dim), rng) -> actions (B, act_dim)`` in ``n_envs`` envs at once.
 
-    Stops after ``n_episodes`` whole episodes, or once ``n_steps`` steps of whole episodes are in
-    and then cuts them to exactly ``n_steps`` (the cut episode's last step becomes a timeout).
-    Returns D4RL arrays (episodes contiguous, in order of completion) plus ``episode_returns (E,)``
-    of the complete episodes.
+    ``n_episodes``: each env plays its share (``n_episodes // n_envs``, the first ones one more) and
+    then idles, so short episodes (early falls) are not over-counted as "the first to finish" would.
+    ``n_steps``: once ``n_steps`` steps of whole episodes are in, cut them to exactly ``n_steps`` (the
+    cut episode's last step becomes a timeout).  Returns D4RL arrays (episodes contiguous; by env for
+    ``n_episodes``, in order of completion for ``n_steps``) plus ``episode_returns (E,)`` of the
+    complete episodes.
     """
     import gymnasium as gym
 
     if (n_steps is None) == (n_episodes is None):
         raise ValueError("collect: give exactly one of n_steps, n_episodes")
     n_envs = max(1, min(n_envs, n_episodes or n_envs))
+    quota = None if n_episodes is None else [n_episodes // n_envs + (i < n_episodes % n_envs) for i in range(n_envs)]
     rng = np.random.default_rng(seed)
     envs = [gym.make(env_id) for _ in range(n_envs)]
     obs = np.stack([env.reset(seed=seed * 1_000 + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     live = [[] for _ in envs]  # rows of the episode in progress in each env
-    episodes, returns, total = [], [], 0
+    done = [[] for _ in envs]  # (completion index, episode, return) per env
+    n_done, total = 0, 0
     bar = _progress(n_steps or n_episodes, desc or env_id, quiet)
-    while (n_steps is not None and total < n_steps) or (n_episodes is not None and len(episodes) < n_episodes):
+    while (n_steps is not None and total < n_steps) or (n_episodes is not None and n_done < n_episodes):
         actions = np.asarray(policy(obs, rng), dtype=np.float32)
         for i, env in enumerate(envs):
+            if quota is not None and len(done[i]) >= quota[i]:
+                continue  # this env has played its share
             nxt, r, term, trunc, _ = env.step(actions[i])
             live[i].append((obs[i].copy(), actions[i], r, nxt, term, trunc and not term))
             if term or trunc:
                 ep = live[i]
-                episodes.append({k: np.asarray([row[j] for row in ep]) for j, k in enumerate(
-                    ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"))})
-                returns.append(float(sum(row[2] for row in ep)))
+                done[i].append((n_done, {k: np.asarray([row[j] for row in ep]) for j, k in enumerate(
+                    ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"))},
+                    float(sum(row[2] for row in ep))))
+                n_done += 1
                 total += len(ep)
                 bar.update(len(ep) if n_steps is not None else 1)
                 live[i] = []
@@ -153,9 +177,10 @@ def collect(env_id: str, policy, seed: int, n_steps: int | None = None, n_episod
     bar.close()
     for env in envs:
         env.close()
-    if n_episodes is not None:
-        episodes, returns = episodes[:n_episodes], returns[:n_episodes]
-    else:  # keep the episodes that start before n_steps; the last one may be cut
+    ordered = [d for per_env in done for d in per_env] if quota is not None else sorted(
+        (d for per_env in done for d in per_env), key=lambda d: d[0])
+    episodes, returns = [d[1] for d in ordered], [d[2] for d in ordered]
+    if n_steps is not None:  # keep the episodes that start before n_steps; the last one may be cut
         ends = np.cumsum([len(ep["rewards"]) for ep in episodes])
         n_keep = int(np.searchsorted(ends, n_steps)) + 1
         episodes, returns = episodes[:n_keep], returns[:n_keep - int(ends[n_keep - 1] > n_steps)]
@@ -274,6 +299,82 @@ def _actor_policy(actor, deterministic: bool = False):
     return policy
 
 
+def numpy_noise_policy(actor):
+    """The stochastic SAC actor, its Gaussian noise drawn from the collection's numpy ``rng``.
+
+    ``obs (B, obs_dim) -> actions (B, act_dim)``.  Drawing from the seeded numpy generator (not torch's
+    global one) makes a collection a function of its seed alone: the same file on any machine.
+    """
+    import torch
+
+    device = next(actor.parameters()).device
+
+    @torch.no_grad()
+    def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        mean, log_std = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        eps = torch.as_tensor(rng.standard_normal(mean.shape), dtype=torch.float32, device=device)
+        return (torch.tanh(mean + log_std.exp() * eps) * actor.scale + actor.bias).cpu().numpy()
+
+    return policy
+
+
+# What `check_shipped_policy` replays: the first episodes of a seeded collection, one per env.
+POLICY_CHECK = {"seed": 0, "n_episodes": 2}
+
+
+def load_shipped_policy(env: str, quality: str):
+    """``(Actor, metadata)`` of a shipped behaviour policy (a plain state dict, ``weights_only`` load)."""
+    from algorithms.sac import Actor
+    from platform.checkpoint import load_json, load_state
+
+    path = shipped_policy(env, quality)
+    if path is None:
+        raise FileNotFoundError(f"no shipped behaviour policy for {env}-{quality} in {POLICY_DIR}")
+    meta = load_json(path[:-3] + ".json")
+    actor = Actor(meta["obs_dim"], meta["act_dim"], meta["hidden_dim"], meta["n_hidden"], meta["act_low"],
+                  meta["act_high"])
+    actor.load_state_dict(load_state(path))
+    return actor.eval(), meta
+
+
+def check_shipped_policy(env: str, quality: str) -> tuple[list[float], list[float]]:
+    """Replay the recorded check collection of a shipped policy: ``(returns now, recorded returns)``."""
+    actor, meta = load_shipped_policy(env, quality)
+    c = meta["check"]
+    r = collect(ENVS[env]["env_id"], numpy_noise_policy(actor), c["seed"], n_episodes=c["n_episodes"],
+                n_envs=c["n_episodes"])["episode_returns"]
+    return [float(x) for x in r], c["returns"]
+
+
+def export_policy(env: str, quality: str, work_dir: str, step: int, progress: dict, out_dir: str = POLICY_DIR) -> str:
+    """Write the SAC actor snapshot of ``step`` as the shipped ``<env>-<quality>`` policy (+ metadata JSON)."""
+    import torch
+
+    from algorithms.sac import Actor, SACConfig
+    from platform.checkpoint import load_state, save_json, save_state
+
+    config = SACConfig(**progress["config"])
+    spec, _ = _env_spec(ENVS[env]["env_id"])
+    actor = Actor(spec.obs_dim, spec.act_dim, config.hidden_dim, config.n_hidden, spec.act_low, spec.act_high)
+    actor.load_state_dict(load_state(os.path.join(work_dir, "snapshots", f"actor_{step:09d}.pt")))
+    evals = {e["step"]: e for e in progress["evals"]}
+    with torch.no_grad():
+        check = collect(ENVS[env]["env_id"], numpy_noise_policy(actor), POLICY_CHECK["seed"],
+                        n_episodes=POLICY_CHECK["n_episodes"], n_envs=POLICY_CHECK["n_episodes"])["episode_returns"]
+    path = os.path.join(out_dir, f"{env}-{quality}.pt")
+    save_state(path, actor.state_dict())
+    save_json(path[:-3] + ".json", {
+        "env_id": ENVS[env]["env_id"], "quality": quality, "generator_version": GENERATOR_VERSION,
+        "obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "act_low": list(spec.act_low), "act_high": list(spec.act_high),
+        "hidden_dim": config.hidden_dim, "n_hidden": config.n_hidden, "sac_seed": progress["seed"], "sac_step": step,
+        "sac_config": progress["config"], "eval_return_mean": evals[step]["return_mean"],
+        "eval_return_std": evals[step]["return_std"], "medium_threshold": medium_threshold(env),
+        "sac_evals": [[e["step"], round(e["return_mean"], 1)] for e in progress["evals"]],
+        "train_seconds": progress.get("seconds"),
+        "check": {**POLICY_CHECK, "returns": [float(x) for x in check]}})
+    return path
+
+
 def _save_npz(path: str, arrays: dict) -> None:
     from platform.checkpoint import atomic_write
 
@@ -285,8 +386,12 @@ def _save_npz(path: str, arrays: dict) -> None:
 
 
 def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: int = 10_000, eval_episodes: int = 5,
-              checkpoint_every: int = 50_000, config=None, quiet: bool = False, device: str = "cpu"):
+              checkpoint_every: int = 50_000, config=None, quiet: bool = False, device: str = "cpu",
+              stop_return: float | None = None):
     """Train SAC online for at least ``steps`` env steps (finishing the last episode), resumably.
+
+    ``stop_return``: stop early at the first evaluation whose mean return reaches it (``--until medium``:
+    D4RL's medium threshold, so a medium policy costs only the steps to get there, not the 1M-step run).
 
     Work dir: ``progress.json`` (the commit point: step, evals, numpy RNG state, config),
     ``state_<step>.pt`` (agent + torch RNG), ``replay/<start>-<end>.npz`` (buffer chunks) and
@@ -346,7 +451,11 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
             print(f"[generate] {env}: resuming SAC from step {progress['step']} ({work_dir})", flush=True)
 
     step, episode = progress["step"], progress["episode"]
-    if step >= steps:
+
+    def reached() -> bool:
+        return stop_return is not None and any(e["return_mean"] >= stop_return for e in progress["evals"])
+
+    if step >= steps or reached():
         return agent, buffer, progress
     env_ = gym.make(env_id)
     low, high = np.asarray(spec.act_low), np.asarray(spec.act_high)
@@ -369,7 +478,9 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
         if agent.device.type == "cuda":  # the policy's sampling noise comes from the GPU's generator
             rng_states["cuda_rng"] = torch.cuda.get_rng_state(agent.device)
         save_state(os.path.join(work_dir, f"state_{step:09d}.pt"), {"agent": agent.state_dict(), **rng_states})
-        progress.update(step=step, episode=episode, rng=rng.bit_generator.state)
+        progress.update(step=step, episode=episode, rng=rng.bit_generator.state,
+                        seconds=progress.get("seconds", 0.0) + time.time() - t_commit[0])
+        t_commit[0] = time.time()
         save_json(progress_path, progress)  # commit
         for old in glob.glob(os.path.join(work_dir, "state_*.pt")):
             if not old.endswith(f"state_{step:09d}.pt"):
@@ -379,6 +490,7 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
     bar = _progress(steps, f"SAC {env}", quiet, initial=step)
     obs, _ = env_.reset(seed=seed * 1_000_003 + episode)  # per-episode seeds: a resumed run sees the same starts
     ep_ret, last_eval, t0, start, metrics = 0.0, float("nan"), time.time(), step, {}
+    t_commit = [t0]  # wall time since the last commit, added to progress["seconds"] at each commit
     while True:
         if step < config.learning_starts:
             act = rng.uniform(low, high).astype(np.float32)
@@ -400,11 +512,16 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
         if step >= next_eval or finished:
             last_eval = evaluate()
             next_eval = (step // eval_every + 1) * eval_every
+            if stop_return is not None and last_eval >= stop_return:
+                finished = True
+                if not quiet:
+                    print(f"\n[generate] {env}: evaluation return {last_eval:.0f} at step {step} reaches "
+                          f"{stop_return:.0f}; stopping SAC", flush=True)
         if step >= next_ckpt or finished:
             checkpoint()
             next_ckpt = (step // checkpoint_every + 1) * checkpoint_every
         bar.set_postfix(eval=f"{last_eval:.0f}", ep=f"{ep_ret:.0f}", sps=f"{(step - start) / (time.time() - t0):.0f}",
-                        q=f"{metrics.get('train/q_mean', float('nan')):.1f}", refresh=False)
+                        q=f"{float(metrics.get('train/q_mean', float('nan'))):.1f}", refresh=False)
         if finished:
             break
         ep_ret = 0.0
@@ -414,27 +531,43 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
     return agent, buffer, progress
 
 
-def select_medium(evals: list[dict], random_score: float, fraction: float = MEDIUM_FRACTION) -> tuple[dict, float, float]:
-    """First evaluation at ``fraction`` of the way from random to the expert (mean of the last 3 evals).
+def train_until(env: str, quality: str, work_dir: str, steps: int, seed: int, medium_return: float | None = None,
+                quiet: bool = False, **train_kwargs):
+    """Train SAC for ``quality`` and pick its medium snapshot; refuse what does not match D4RL's level.
 
-    Returns ``(eval record, expert return, threshold)``; falls back to the best evaluation if none
-    reaches it (only in runs too short to learn).
+    ``medium``/``medium-replay`` stop at the first evaluation reaching D4RL's medium threshold
+    (``medium_return`` overrides it: for tests on tiny runs; the file records the value used).
+    Returns ``(agent, buffer, progress, medium eval record or None, threshold)``.
     """
-    expert = float(np.mean([e["return_mean"] for e in evals[-3:]]))
-    threshold = random_score + fraction * (expert - random_score)
-    for e in evals:
-        if e["return_mean"] >= threshold:
-            return e, expert, threshold
-    return max(evals, key=lambda e: e["return_mean"]), expert, threshold
+    from platform.datasets.scores import normalized_score
+
+    threshold = medium_threshold(env) if medium_return is None else medium_return
+    stop = threshold if quality in ("medium", "medium-replay") else None
+    agent, buffer, progress = train_sac(env, work_dir, steps, seed, quiet=quiet, stop_return=stop, **train_kwargs)
+    evals = progress["evals"]
+    medium = next((e for e in evals if e["return_mean"] >= threshold), None)
+    if quality != "expert" and medium is None:
+        best = max(evals, key=lambda e: e["return_mean"])
+        raise ValueError(f"{env}: SAC's best evaluation is {best['return_mean']:.0f} (step {best['step']}) after "
+                         f"{progress['step']} steps, {env}-medium needs {threshold:.0f} (a third of the way from "
+                         f"D4RL's random to expert return); train longer (--steps) or try another --seed")
+    if quality in ("expert", "medium-expert"):
+        final = normalized_score(env, evals[-1]["return_mean"])
+        if final < EXPERT_MIN_NORMALIZED and medium_return is None:
+            raise ValueError(f"{env}: SAC's final evaluation is {evals[-1]['return_mean']:.0f} (normalized {final:.1f}) "
+                             f"after {progress['step']} steps; {env}-expert needs >= {EXPERT_MIN_NORMALIZED:.0f} "
+                             f"normalized: train longer (--steps, D4RL trained 1M)")
+    return agent, buffer, progress, medium, threshold
 
 
 def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: str, steps: int,
-                    quiet: bool = False, **train_kwargs) -> tuple[dict, dict]:
+                    quiet: bool = False, train: bool = False, medium_return: float | None = None,
+                    **train_kwargs) -> tuple[dict, dict]:
+    """MuJoCo data: ``random``; else collected from the shipped behaviour policy, or with ``train`` from SAC here."""
     import torch
 
     from algorithms.sac import Actor
     from platform.checkpoint import load_state
-    from platform.datasets.scores import REF_SCORES
 
     env_id = ENVS[env]["env_id"]
     if quality == "random":
@@ -444,13 +577,28 @@ def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: s
                        n_steps=samples, n_envs=16, desc=f"{env}-random", quiet=quiet)
         return data, {"policy": "uniform random actions"}
 
-    agent, buffer, progress = train_sac(env, work_dir, steps, seed, quiet=quiet, **train_kwargs)
+    if not train:
+        path = shipped_policy(env, quality)
+        if path is None:
+            shipped = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(POLICY_DIR, "*.pt")))
+            raise FileNotFoundError(f"no shipped behaviour policy for {env}-{quality} (shipped: "
+                                    f"{', '.join(shipped) or 'none'}); pass --train to train SAC here (hours on a CPU)")
+        actor, meta = load_shipped_policy(env, quality)
+        data = collect(env_id, numpy_noise_policy(actor), seed, n_steps=samples, n_envs=16,
+                       desc=f"{env}-{quality}", quiet=quiet)
+        return data, {"policy": f"shipped SAC {quality} policy (step {meta['sac_step']}, deterministic evaluation "
+                                f"return {meta['eval_return_mean']:.0f}), stochastic",
+                      "policy_file": f"platform/datasets/policies/{os.path.basename(path)}",
+                      "sac_steps": meta["sac_step"], "medium_eval_return": meta["eval_return_mean"],
+                      "medium_threshold": meta["medium_threshold"]}
+
+    agent, buffer, progress, medium, threshold = train_until(env, quality, work_dir, steps, seed, medium_return,
+                                                             quiet, **train_kwargs)
     evals = progress["evals"]
-    medium, expert_return, threshold = select_medium(evals, REF_SCORES[env][0])
-    attrs = {"sac_steps": progress["step"], "sac_config": progress["config"], "medium_step": medium["step"],
-             "medium_eval_return": medium["return_mean"], "expert_eval_return": expert_return,
-             "medium_threshold": threshold, "sac_evals": [[e["step"], e["return_mean"]] for e in evals],
-             "work_dir": os.path.abspath(work_dir)}
+    attrs = {"sac_steps": progress["step"], "sac_config": progress["config"], "medium_threshold": threshold,
+             "sac_evals": [[e["step"], e["return_mean"]] for e in evals], "expert_eval_return": evals[-1]["return_mean"]}
+    if medium is not None:
+        attrs.update(medium_step=medium["step"], medium_eval_return=medium["return_mean"])
     if quality == "medium-replay":
         data = buffer.arrays(0, medium["step"])
         data["episode_returns"] = episode_returns(data)
@@ -465,12 +613,12 @@ def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: s
     torch.manual_seed(seed)
     parts = []
     if quality in ("medium", "medium-expert"):
-        parts.append(collect(env_id, _actor_policy(snapshot_actor(medium["step"])), seed, n_steps=samples,
+        parts.append(collect(env_id, numpy_noise_policy(snapshot_actor(medium["step"])), seed, n_steps=samples,
                              n_envs=16, desc=f"{env}-medium", quiet=quiet))
     if quality in ("expert", "medium-expert"):
-        parts.append(collect(env_id, _actor_policy(agent.actor), seed, n_steps=samples, n_envs=16,
+        parts.append(collect(env_id, numpy_noise_policy(agent.actor), seed, n_steps=samples, n_envs=16,
                              desc=f"{env}-expert", quiet=quiet))
-    policy = {"medium": f"SAC snapshot at step {medium['step']}, stochastic",
+    policy = {"medium": f"SAC snapshot at step {medium['step'] if medium else '?'}, stochastic",
               "expert": f"SAC after {progress['step']} steps, stochastic",
               "medium-expert": "the medium and expert collections, concatenated"}[quality]
     return concat(parts), {**attrs, "policy": policy}
@@ -498,7 +646,9 @@ def generate(env: str, quality: str, out: str | None = None, *, samples: int | N
 
     An existing file is kept unless ``force``.  ``samples``: transitions per behaviour policy
     (default 20k for pendulum, 1M for MuJoCo); ``steps``: SAC training steps (MuJoCo);
-    ``train_kwargs``: ``eval_every``, ``eval_episodes``, ``checkpoint_every``, ``config`` of ``train_sac``.
+    ``train_kwargs`` (MuJoCo): ``train`` (train SAC here instead of collecting from the shipped policy),
+    ``medium_return`` (tests only: overrides D4RL's medium threshold), and ``eval_every``,
+    ``eval_episodes``, ``checkpoint_every``, ``config``, ``device`` of ``train_sac``.
     """
     from platform.datasets.scores import REF_SCORES
 
@@ -559,7 +709,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", help="MuJoCo: SAC checkpoints (default: <out dir>/work/<env>-sac-seed<S>)")
     p.add_argument("--eval-every", type=int, default=10_000, help="MuJoCo: SAC evaluation/snapshot interval")
-    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--eval-episodes", type=int, default=10, help="MuJoCo: SAC evaluation episodes (one per env)")
+    p.add_argument("--train", action="store_true",
+                   help="MuJoCo: train SAC here instead of collecting from the shipped behaviour policy (hours on a "
+                        "CPU); medium stops at D4RL's medium level, and a run that does not reach it writes nothing")
+    p.add_argument("--export-policy", action="store_true",
+                   help="with --train: write the medium SAC actor to platform/datasets/policies/ (no dataset)")
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="MuJoCo: checkpoint interval (steps)")
     p.add_argument("--learning-starts", type=int, help="MuJoCo: random steps before SAC updates (default 10000)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for SAC on 2 cores)")
@@ -584,6 +739,22 @@ def main(argv=None) -> int:
         "eval_every": a.eval_every, "eval_episodes": a.eval_episodes, "checkpoint_every": a.checkpoint_every,
         "config": config, "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu")}
     out = a.out or cached_path(a.env, a.quality, a.cache_dir)
+    if a.export_policy:
+        if not a.train or a.env == "pendulum" or a.quality != "medium":
+            p.error("--export-policy needs --train and a MuJoCo env's medium quality")
+        work_dir = a.work_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "work", f"{a.env}-sac-seed{a.seed}")
+        try:
+            _, _, progress, medium, _ = train_until(a.env, "medium", work_dir, a.steps, a.seed, quiet=a.quiet,
+                                                    **train_kwargs)
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        path = export_policy(a.env, "medium", work_dir, medium["step"], progress)
+        print(f"[generate] {a.env}: medium policy (SAC step {medium['step']}, evaluation return "
+              f"{medium['return_mean']:.0f}) -> {path}", flush=True)
+        return 0
+    if a.env != "pendulum":
+        train_kwargs["train"] = a.train
     if os.path.exists(out) and not a.force:
         print(f"[generate] {out} exists; keeping it (--force regenerates)", flush=True)
         return 0
