@@ -4,7 +4,11 @@
     python -m platform.sweep search_spaces/dql_eta.yaml --num-samples 4 --storage /shared/results
     python -m platform.sweep search_spaces/dql_eta.yaml --resume      # finish an interrupted sweep
     python -m platform.sweep search_spaces/dql_eta.yaml --dry-run     # validate and print the plan
-    ray job submit --working-dir . -- python -m platform.sweep search_spaces/dql_eta.yaml
+    ray job submit -- python -m platform.sweep search_spaces/dql_eta.yaml   # on a cluster (see below)
+
+Exit codes: 0 the sweep ran (trials that failed are listed with their reasons in its last lines);
+1 every trial failed, or the cluster's workers cannot import the project; 2 bad input (the study file,
+its dataset, the results directory), with one line naming the file and the problem.
 
 Each Tune trial is a small function trainable that launches a Ray Train ``TorchTrainer``
 (``platform.training.train_loop``); the Train run reports every evaluation to Tune through
@@ -63,9 +67,16 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
         return
     env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
-        # A submitted job (or an explicit cluster address): the job's runtime env (working_dir, env_vars)
-        # already applies to every worker, and Ray refuses to merge a second one into it.
+        # A submitted job (or an explicit cluster address).  With `--working-dir .` the job's runtime env
+        # already carries the project to every worker.  Without it (the card's plain `ray job submit --
+        # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
+        # give them this checkout as their working_dir (Ray merges it with the job's env_vars).
         ray.init()
+        if not _carries_project(ray.get_runtime_context().runtime_env):
+            ray.shutdown()
+            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES})
+            print(f"[sweep] the job's runtime env has no working_dir: shipping {REPO_ROOT} to the trials "
+                  f"(as `ray job submit --working-dir .` would)", flush=True)
     else:
         # Ray Train's PlacementGroupCleaner polls the state API (served by the dashboard) to see whether a
         # trial's controller is alive, and finds "the" cluster by itself: with another Ray instance on this
@@ -92,6 +103,48 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
                 print(f"[sweep] Ray's local node did not start within Ray's 30 s (busy machine?): retrying "
                       f"({attempt}/{LOCAL_START_ATTEMPTS - 1})", flush=True)
                 ray.shutdown()
+
+
+def _carries_project(runtime_env: dict) -> bool:
+    """Whether a runtime env puts this project on the workers' path (a working_dir or py_modules)."""
+    return bool(runtime_env.get("working_dir") or runtime_env.get("py_modules"))
+
+
+class ProjectImportError(RuntimeError):
+    """The cluster's workers cannot import the project: no trial could run."""
+
+
+def check_workers_import(algorithm: str, timeout_s: float = 300.0) -> None:
+    """Import the project and the study's algorithm in a Ray worker before any trial starts.
+
+    A trial that cannot import ``platform.*`` would fail only after its Train run started; this fails the
+    sweep in seconds with one line instead (and the fix: ``--working-dir .``).
+    """
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def probe(name: str) -> str:
+        import importlib
+
+        try:
+            importlib.import_module("platform.training")
+            import algorithms
+
+            algorithms.get(name)
+        except Exception as e:  # noqa: BLE001 - reported as one line
+            return f"{type(e).__name__}: {e}"
+        return ""
+
+    try:
+        err = ray.get(probe.remote(algorithm), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise ProjectImportError(f"a Ray worker did not start within {timeout_s:.0f} s to import the project "
+                                 f"(is the cluster up and has it room for a 0-CPU task?)") from None
+    except ray.exceptions.RayError as e:  # e.g. the runtime env (working_dir upload) could not be set up
+        raise ProjectImportError(f"a Ray worker could not be set up: {str(e).strip().splitlines()[-1]}") from None
+    if err:
+        raise ProjectImportError(f"Ray workers cannot import the project ({err}); submit the job with "
+                                 f"`ray job submit --working-dir . -- python -m platform.sweep SPEC`")
 
 
 def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
@@ -131,6 +184,7 @@ class ProgressPrinter:
 
     def __init__(self, metric: str, total: int):
         from ray.tune import Callback
+        from ray.tune.stopper import Stopper
 
         self.done = 0
 
@@ -148,10 +202,25 @@ class ProgressPrinter:
 
             def on_trial_error(cb, iteration, trials, trial):
                 self.done += 1
-                print(f"[sweep] {trial.trial_id} FAILED ({self.done}/{total} trials done): "
-                      f"{_last_line(trial.error_file)}", flush=True)
+                line = _last_line(trial.error_file)
+                print(f"[sweep] {trial.trial_id} FAILED ({self.done}/{total} trials done): {line}", flush=True)
+                if line.startswith(("ModuleNotFoundError", "ImportError")) and self.import_error is None:
+                    # every later trial would fail the same way: stop launching them
+                    self.import_error = line
+                    print("[sweep] an import error fails every trial alike: stopping the sweep", flush=True)
 
+        self.import_error: str | None = None
         self.callback = _CB()
+        printer = self
+
+        class _StopOnImportError(Stopper):
+            def __call__(self, trial_id, result):
+                return False
+
+            def stop_all(self):
+                return printer.import_error is not None
+
+        self.stopper = _StopOnImportError()
 
 
 def _fmt(v):
@@ -214,7 +283,8 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         from ray.tune.schedulers import FIFOScheduler
 
         scheduler = FIFOScheduler()
-    callbacks = [ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec)).callback]
+    printer = ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec))
+    callbacks = [printer.callback]
     if spec.wandb.enabled:
         callbacks.append(wandb_callback(spec))
     return tune.Tuner(
@@ -224,7 +294,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
                                     num_samples=s.num_samples,
                                     max_concurrent_trials=concurrent if s.searcher == "optuna" else None),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage, callbacks=callbacks, verbose=0,
+            name=spec.name, storage_path=storage, callbacks=callbacks, verbose=0, stop=printer.stopper,
             failure_config=tune.FailureConfig(max_failures=spec.failure.trial_max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
@@ -237,6 +307,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     storage = os.path.abspath(storage or spec.storage or default_storage())
     _check_storage(spec, storage)
     init_ray(trial_cpus=trial_resources(spec)["CPU"] + TRAINABLE_CPU)
+    check_workers_import(spec.algorithm)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
     results.save_spec(spec, storage)
     t0 = time.time()
@@ -251,6 +322,12 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     best = results.best_trials(df, spec.search.metric, spec.search.mode)
     if best is not None:
         print(best.to_string(index=False), flush=True)
+    failed = failed_trials(df)
+    n_trials = df["trial_id"].nunique()
+    if failed:
+        print(f"[sweep] {len(failed)} of {n_trials} trials failed:", flush=True)
+        for trial_id, reason in failed.items():
+            print(f"[sweep]   {trial_id}: {reason}", flush=True)
     if report:
         try:
             from platform.report import build_report
@@ -259,7 +336,23 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
             print(f"[sweep] report: {out}", flush=True)
         except Exception as e:  # the results are written; a report problem must not fail the sweep
             print(f"[sweep] report failed: {type(e).__name__}: {e}", flush=True)
+    if n_trials == 0 or len(failed) == n_trials:
+        raise SweepFailed(f"every trial failed ({len(failed)} of {n_trials}); results kept at {path}")
     return path
+
+
+class SweepFailed(RuntimeError):
+    """No trial of the sweep finished (the results, with each trial's error, are still written)."""
+
+
+def failed_trials(df) -> dict[str, str]:
+    """``{trial_id: one-line reason}`` of the trials whose last status is ERROR."""
+    out = {}
+    for trial_id, rows in df.groupby("trial_id", sort=True):
+        if rows["status"].iloc[-1] == "ERROR":
+            errors = rows["error"].dropna() if "error" in rows else []
+            out[str(trial_id)] = str(errors.iloc[-1]) if len(errors) else "?"
+    return out
 
 
 def _check_storage(spec: SweepSpec, storage: str) -> None:
@@ -340,6 +433,9 @@ def main(argv=None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (SweepFailed, ProjectImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

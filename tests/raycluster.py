@@ -53,7 +53,8 @@ class Node:
 
     def __init__(self, args: list[str], env: dict, log: str):
         self.log = log
-        self.proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env,
+        # from the repository root, like a user's head: a job submitted without --working-dir runs there
+        self.proc = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", *args], env=env, cwd=ROOT,
                                      stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.node_id: str | None = None
         self.killed = False

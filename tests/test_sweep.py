@@ -81,6 +81,10 @@ def test_failing_trial_does_not_stop_sweep(tmp_path, data_dir):
     assert "non-finite" in err, err
     ok = df[df["status"] == "TERMINATED"]
     assert set(ok["step"]) == {10, 20} and ok["eval/return_mean"].notna().all()
+    # the last lines list the failed trial with its one-line reason (exit 0: one trial finished)
+    tail = out.stdout.strip().splitlines()[-3:]
+    failed_id = df[df["status"] == "ERROR"]["trial_id"].iloc[0]
+    assert "[sweep] 1 of 2 trials failed:" in tail[-2] and failed_id in tail[-1] and "non-finite" in tail[-1], tail
 
 
 def test_bad_spec_exits_2_and_starts_nothing(tmp_path):
