@@ -153,3 +153,23 @@ def test_multi_algorithm_study_one_parquet(tmp_path, data_dir):
     assert by_algo["config/eta"].first()["dql"] == 0.5 and pd.isna(by_algo["config/eta"].first()["bc"])
     assert by_algo["config/hidden_dim"].first()["bc"] == 32
     assert df["eval/return_mean"].notna().all()
+
+
+def test_workers_that_cannot_import_the_project_fail_fast(tmp_path):
+    """A Ray whose workers lack the project on their path (a job without working_dir): one line, before any trial."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        import platform, ray
+        from platform.sweep import ProjectImportError, check_workers_import
+        ray.init(num_cpus=1, include_dashboard=False)  # no runtime env: workers import the stdlib's platform
+        try:
+            check_workers_import("dql", timeout_s=120)
+            print("IMPORTED")
+        except ProjectImportError as e:
+            print("ERROR", e)
+        """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RAY_ADDRESS": ""})
+    assert "ERROR Ray workers cannot import the project" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "--working-dir ." in out.stdout and "platform" in out.stdout
