@@ -48,7 +48,8 @@ from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
 from algorithms.diffusion.samplers import ddpm_loss, ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
 
-REWARD_SHAPINGS = ("none", "antmaze")
+REWARD_SHAPINGS = ("none", "antmaze", "normalize")
+LR_DECAY_SCHEDULES = ("code", "per_step")
 
 
 def coerce_field_types(cfg) -> None:
@@ -100,9 +101,17 @@ class DQLConfig:
     grad_norm: float = 1.0
     """Max global grad norm of actor and critic, 0 disables (code's class default 1.0; main.py: 1-10 per task)."""
     lr_decay: bool = False
-    """Cosine-anneal both learning rates to 0 over ``max_steps`` (code: the --lr_decay flag, off by default)."""
+    """Cosine-anneal both learning rates (code: the --lr_decay flag, off by default, on in its README's commands)."""
+    lr_decay_schedule: str = "code"
+    """"code": ``CosineAnnealingLR(T_max=lr_maxt)`` stepped once every ``lr_step_every`` gradient steps, as the
+    code steps it once per ``agent.train`` call (eval_freq 50 x 1000 steps) with T_max = num_epochs: over 2M steps
+    the lr only falls to 0.999 of its start.  "per_step" (a deviation): a cosine to 0 over ``max_steps``."""
+    lr_maxt: int = 2000
+    """T_max of the code's cosine, in scheduler steps (code: num_epochs, 2000 locomotion, 1000 AntMaze / pen)."""
+    lr_step_every: int = 50_000
+    """Gradient steps per scheduler step (code: eval_freq 50 x 1000 steps per epoch)."""
     max_steps: int = 2_000_000
-    """Horizon of ``lr_decay`` in gradient steps (paper: 2000 epochs x 1000 steps)."""
+    """Horizon of the "per_step" cosine in gradient steps (paper: 2000 epochs x 1000 steps)."""
     ema_decay: float = 0.995
     """Decay of the actor's EMA (paper: 0.995); the EMA actor makes the critic's next actions."""
     step_start_ema: int = 1000
@@ -117,7 +126,9 @@ class DQLConfig:
     n_backup_samples: int = 10
     """Next actions sampled per state for ``max_q_backup`` (code: 10)."""
     reward_shaping: str = "none"
-    """"antmaze": r <- (r - 0.5) * 4 (the code's "cql_antmaze" reward tune, used for every AntMaze task)."""
+    """"antmaze": r <- (r - 0.5) * 4 (the code's "cql_antmaze" reward tune, used for every AntMaze task);
+    "normalize": r <- (r - mean) / std over the dataset's transitions (the code's reward_tune "normalize",
+    used for pen-human and pen-cloned)."""
     n_action_samples: int = 50
     """Candidate actions per state when acting, one drawn by softmax(Q) (paper: 50)."""
     act_with_ema: bool = False
@@ -144,6 +155,10 @@ class DQLConfig:
         need(self.lr > 0 and self.critic_lr > 0, f"lr and critic_lr must be > 0, got {self.lr}, {self.critic_lr}")
         need(self.grad_norm >= 0, f"grad_norm must be >= 0 (0 disables clipping), got {self.grad_norm}")
         need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        need(self.lr_decay_schedule in LR_DECAY_SCHEDULES,
+             f"lr_decay_schedule must be one of {', '.join(LR_DECAY_SCHEDULES)}, got {self.lr_decay_schedule!r}")
+        need(self.lr_maxt >= 1 and self.lr_step_every >= 1,
+             f"lr_maxt and lr_step_every must be >= 1, got {self.lr_maxt}, {self.lr_step_every}")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(self.step_start_ema >= 0, f"step_start_ema must be >= 0, got {self.step_start_ema}")
         need(self.update_ema_every >= 1, f"update_ema_every must be >= 1, got {self.update_ema_every}")
@@ -302,10 +317,22 @@ class DiffusionQL:
         fused = self.device.type in ("cpu", "cuda")
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, fused=fused)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr, fused=fused)
-        self.lr_schedulers = ([torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=c.max_steps, eta_min=0.0)
+        t_max = c.lr_maxt if c.lr_decay_schedule == "code" else c.max_steps
+        self.lr_every = c.lr_step_every if c.lr_decay_schedule == "code" else 1  # gradient steps per scheduler step
+        self.lr_schedulers = ([torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t_max, eta_min=0.0)
                                for o in (self.actor_opt, self.critic_opt)] if c.lr_decay else [])
+        self.reward_mean = torch.tensor(0.0, device=self.device)  # reward_shaping="normalize": set by fit_dataset
+        self.reward_std = torch.tensor(1.0, device=self.device)
+        self._reward_fitted = False
         self._actor_params = list(self.actor.parameters())
         self.step = 0
+
+    def fit_dataset(self, data) -> None:
+        """``reward_shaping="normalize"``: the mean and std of ``data.rewards (N,)`` over all transitions."""
+        rewards = torch.as_tensor(data.rewards, dtype=torch.float64)
+        self.reward_mean.fill_(float(rewards.mean()))
+        self.reward_std.fill_(float(rewards.std()))
+        self._reward_fitted = True
 
     # ------------------------------------------------------------------ the policy
 
@@ -348,6 +375,11 @@ class DiffusionQL:
         not_done = 1.0 - batch["terminals"].to(dev, torch.float32).reshape(-1, 1)
         if c.reward_shaping == "antmaze":
             r = (r - 0.5) * 4.0
+        elif c.reward_shaping == "normalize":
+            if not self._reward_fitted:
+                raise RuntimeError("DiffusionQL: reward_shaping='normalize' needs the dataset's rewards: "
+                                   "call fit_dataset(data) before update()")
+            r = (r - self.reward_mean) / self.reward_std
 
         # ---- critic: TD target from the EMA actor's next actions and the target critic
         with torch.no_grad():
@@ -392,8 +424,9 @@ class DiffusionQL:
                 torch._foreach_copy_(list(self.ema_actor.parameters()), self._actor_params)
         soft_update(self.critic_target, self.critic, c.tau)
         self.step += 1
-        for sched in self.lr_schedulers:
-            sched.step()
+        if self.step % self.lr_every == 0:
+            for sched in self.lr_schedulers:
+                sched.step()
 
         names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
                  "actor_grad_norm", "critic_grad_norm"]
@@ -432,7 +465,8 @@ class DiffusionQL:
         return {"actor": self.actor.state_dict(), "ema_actor": self.ema_actor.state_dict(),
                 "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "step": torch.tensor(self.step)}
+                "step": torch.tensor(self.step), "reward_mean": self.reward_mean.clone(),
+                "reward_std": self.reward_std.clone()}
 
     def policy_state_dict(self) -> dict:
         """What ``act`` needs (the sampling actor and the target critic that ranks candidates): for rollout workers."""
@@ -447,7 +481,11 @@ class DiffusionQL:
         if "step" in d:
             self.step = int(d["step"])
             for sched in self.lr_schedulers:  # the optimizers' lr came back with their state; resume the cosine
-                sched.last_epoch = self.step
+                sched.last_epoch = self.step // self.lr_every
+        for k in ("reward_mean", "reward_std"):
+            if k in d:
+                getattr(self, k).copy_(d[k])
+                self._reward_fitted = True
 
 
 __all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "FusedTwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]

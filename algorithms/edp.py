@@ -3,26 +3,53 @@
 Diffusion-QL backpropagates the Q term through all K sampling steps, so its cost grows with K.
 EDP instead noises the *dataset* action to one random step k and predicts it back in one shot:
 
-    a_k    = sqrt(abar_k) a + sqrt(1 - abar_k) eps                   (forward process)
-    a0_hat = (a_k - sqrt(1 - abar_k) eps_theta(a_k, k, s)) / sqrt(abar_k)   ("action approximation")
+    a_k    = sqrt(abar_k) a + sqrt(1 - abar_k) eps                          (forward process)
+    a0_hat = clip(sqrt(1/abar_k) a_k - sqrt(1/abar_k - 1) eps_theta(a_k, k, s))   ("action approximation")
 
 and uses ``a0_hat`` in the policy-improvement term.  No step of a sampling chain is ever
-differentiated, so K can be 1000; actions are sampled with DPM-Solver (about 15 steps).
+differentiated, so K can be 1000; actions are sampled with DPM-Solver (15 model calls).
 
-Backbones (``backbone``):
+Faithful by default to the authors' code (sail-sg/edp: ``diffusion/{diffusion,dql,trainer,nets,
+dpm_solver}.py``); every deviation is a named option, off by default:
 
-* ``td3``: ``L = L_diffusion - lambda * Q1(s, a0_hat)``, ``lambda = alpha / mean|Q1|`` (alpha = 2.0),
-  critic target from actions sampled by the EMA policy (TD3+BC-style twin-Q minimum).
-* ``iql``: expectile value ``V`` (tau = 0.7) and ``Q`` trained IQL-style on dataset actions only; the
-  policy's denoising loss is weighted by ``exp(beta * (Q - V))`` (beta = 3, clipped at 100), an
-  advantage-weighted regression on the one-step reconstruction.
+* Schedule ``linear_scaled``: DDPM's linear betas rescaled by 1000/K (the code's), so abar_K is near 0 at
+  every K; below K = 20 the rescaled betas would pass 1 (the code then fails), so they are capped at
+  0.999 as improved DDPM's schedules are.  K = 1000 with DPM-Solver is the paper's efficient setting
+  (the code's default is K = 100 with the full DDPM chain: ``sampler: ddpm, n_timesteps: 100``).
+* Sampler ``dpm_solver``: noise-prediction DPM-Solver, singlestep order 3, time-uniform, eps clipped
+  to keep x0 in the action box, t_end 1e-3, 15 calls, for acting *and* the critic's target actions
+  (``dpm_solver_pp``: our DPM-Solver++(2M) with log-SNR steps, a named alternative).
+* Acting: 50 candidates from the *online* policy, ranked by min(Q1, Q2) of the *online* critics,
+  one drawn with probability softmax(Q) (``act_with_ema`` / ``act_with_target_critic`` deviate).
+* Target ("EMA") policy: starts as the initial weights and stays there until step 1000 (no copy),
+  then ``0.995 target + 0.005 policy`` every 5 steps; it only makes the critic's target actions.
+* Every network has its own Adam (lr 3e-4) and its own gradient clip at ``grad_norm`` (the code's
+  per-task ``gn``: ``GRAD_NORMS``; None = look it up from the dataset's name, 1.0 if unknown).
+* Dataset actions clipped to 0.999 of the bounds; per-domain rewards (``reward_shaping``: AntMaze
+  ``r - 1`` for IQL, ``(r - 0.5) * 4`` otherwise; Kitchen / Adroit min-max scaled to [-1, 1]);
+  ``norm_reward`` (IQL backbone): r * 1000 / (max - min episode return).
 
-Acting: 50 candidate actions per state from the EMA policy, one picked by softmax over Q
-(energy-based action selection, as Diffusion-QL does).  Batches: D4RL transitions.
+Backbones (``backbone``; L_diff = E ||eps - eps_theta(a_k, k, s)||^2, uniform k, unweighted):
+
+* ``td3``: ``L = L_diff - alpha / mean|Q_i(s, a0_hat)| * mean Q_i(s, a0_hat)``, i = 1 or 2 at random each
+  step, the online critic *before* this step's update (alpha = 2.0).  Critic: twin-Q TD target
+  ``r + gamma (1 - d) min(Q1', Q2')(s', a')``, ``a'`` from the target policy.
+* ``iql``: per step V, then the policy, then Q (the code's order).  V: expectile 0.7 of
+  min(Q1', Q2')(s, a) of the target critics; policy: ``L_diff + mean_b w_b 0.5 ||a_b - a0_hat_b||^2`` with
+  ``w = min(exp(3 (min Q'(s, a) - V(s))), 100)`` (the advantage-weighted log-likelihood of a unit-variance
+  Gaussian at ``a0_hat``); Q: ``r + gamma (1 - d) V(s')``.
+* ``crr``: ``L_diff - mean_b lambda_b log N(a_b; a0_hat_b, I)``, ``lambda = min(exp(A / beta), 20)`` (or
+  1[A > 0] for ``crr_fn: binary``), ``A = min Q(s, a) - mean_j min Q(s, a_j)``, ``a_j ~ N(a0_hat, I)``,
+  10 samples; critic as ``td3``.
+
+Remaining differences from the code, none of them a knob: PyTorch's default initialization (the code:
+Flax's lecun-normal), Diffusion-QL's time embedding ([sin, cos], input order [a, t, s]; the code: [cos,
+sin], [s, a, t]), and batches drawn by the platform's sampler.  Batches: D4RL transitions.
 """
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 
 import torch
@@ -30,199 +57,385 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion.dpm_solver import dpm_solver_sample
+from algorithms.diffusion.dpm_solver import dpm_solver_eps_sample, dpm_solver_sample
 from algorithms.diffusion.nets import NoiseMLP
-from algorithms.diffusion.schedules import DiffusionSchedule
-from algorithms.dql import TwinQ, ema_update, mlp, select_by_q, soft_update
-from algorithms.iql import advantage_weights, expectile_loss
+from algorithms.diffusion.samplers import ddpm_sample
+from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
+from algorithms.dql import TwinQ, coerce_field_types, mlp, soft_update
+from algorithms.iql import advantage_weights, expectile_loss, reward_scale_from_returns
+
+BACKBONES = ("td3", "iql", "crr")
+SAMPLERS = ("dpm_solver", "dpm_solver_pp", "ddpm")
+REWARD_SHAPINGS = ("auto", "none", "antmaze", "minmax")
+ACTION_CLIP = 0.999  # dataset actions are clipped to this fraction of the bounds (the code's clip_action)
+
+# The code's per-task gradient-norm caps (diffusion/hps.py, the same table as Diffusion-QL's main.py).
+GRAD_NORMS = {
+    "halfcheetah-medium": 9.0, "hopper-medium": 9.0, "walker2d-medium": 1.0,
+    "halfcheetah-medium-replay": 2.0, "hopper-medium-replay": 4.0, "walker2d-medium-replay": 4.0,
+    "halfcheetah-medium-expert": 7.0, "hopper-medium-expert": 5.0, "walker2d-medium-expert": 5.0,
+    "antmaze-umaze": 2.0, "antmaze-umaze-diverse": 3.0, "antmaze-medium-play": 2.0,
+    "antmaze-medium-diverse": 1.0, "antmaze-large-play": 10.0, "antmaze-large-diverse": 7.0,
+    "pen-human": 7.0, "pen-cloned": 8.0, "kitchen-complete": 9.0, "kitchen-partial": 10.0, "kitchen-mixed": 10.0,
+}
+DEFAULT_GRAD_NORM = 1.0  # tasks the table does not name (e.g. Pendulum)
+
+
+def task_key(name: str) -> str:
+    """``"generated:hopper-medium"``, ``"d4rl:hopper-medium-v2"``, ``"minari:D4RL/kitchen/mixed-v2"`` -> the table's key."""
+    name = name.split(":", 1)[-1].lower()
+    if name.endswith(".hdf5"):  # a file: its name
+        name = name.rsplit("/", 1)[-1][:-5]
+    else:  # Minari ids: "D4RL/kitchen/mixed-v2" -> "kitchen-mixed"
+        name = "-".join(p for p in name.split("/") if p not in ("d4rl", "mujoco", ""))
+    return re.sub(r"-v\d+$", "", name)
+
+
+def domain(name: str) -> str:
+    key = task_key(name)
+    for d in ("antmaze", "kitchen", "pen", "door", "hammer", "relocate"):
+        if key.startswith(d):
+            return "adroit" if d in ("pen", "door", "hammer", "relocate") else d
+    return "other"
 
 
 @dataclass
 class EDPConfig:
-    backbone: str = "td3"            # "td3" (Q term) or "iql" (advantage-weighted denoising); paper: both, + CRR
-    n_timesteps: int = 1000          # K used in training; EDP's point is that K=1000 is affordable
-    beta_schedule: str = "linear"    # DDPM's linear schedule for K=1000 ("vp" and "cosine" also available)
-    sampler: str = "dpm_solver"      # "dpm_solver" (paper) or "ddpm" (the full K-step chain, slow)
-    sampler_steps: int = 15          # DPM-Solver steps at evaluation and for critic targets (paper: ~15)
-    alpha: float = 2.0               # TD3 backbone: lambda = alpha / mean|Q|  (paper: 2.0)
-    expectile: float = 0.7           # IQL backbone: expectile of V (IQL locomotion: 0.7)
-    temperature: float = 3.0         # IQL backbone: beta in exp(beta * A) (IQL locomotion: 3.0)
-    max_weight: float = 100.0        # IQL backbone: clip of the advantage weights (IQL: 100)
+    backbone: str = "td3"
+    """"td3" (Q guide term), "iql" (advantage-weighted likelihood of a0_hat) or "crr" (paper: all three)."""
+    n_timesteps: int = 1000
+    """K in training; EDP's point is that K = 1000 is affordable (the code's DDPM default: 100)."""
+    beta_schedule: str = "linear_scaled"
+    """"linear_scaled" (the code's: linear rescaled by 1000/K, capped at 0.999); also "linear", "vp", "cosine"."""
+    sampler: str = "dpm_solver"
+    """"dpm_solver" (the code's noise-prediction DPM-Solver), "dpm_solver_pp" (ours) or "ddpm" (the K-step chain)."""
+    sampler_steps: int = 15
+    """Model calls of DPM-Solver (code: 15)."""
+    dpm_order: int = 3
+    """Order of the singlestep DPM-Solver (code: 3)."""
+    dpm_t_end: float = 1e-3
+    """Last time of DPM-Solver on [0, 1] (code: 1e-3)."""
+    alpha: float = 2.0
+    """TD3 backbone: lambda = alpha / mean|Q| (code and paper: 2.0)."""
+    expectile: float = 0.7
+    """IQL backbone: expectile of V (code: 0.7)."""
+    temperature: float = 3.0
+    """IQL backbone: w = exp(temperature * A) (code: 3.0)."""
+    max_weight: float = 100.0
+    """IQL backbone: clip of w (code: 100)."""
+    norm_reward: bool | None = None
+    """r * 1000 / (max - min episode return); None: on for the IQL backbone outside AntMaze (the code's README
+    runs IQL with --norm_reward; its flag's default is off), off otherwise."""
+    crr_samples: int = 10
+    """CRR backbone: actions a_j ~ N(a0_hat, I) in the value estimate (code: 10)."""
+    crr_beta: float = 1.0
+    """CRR backbone: lambda = exp(A / beta) (code: 1.0)."""
+    crr_max_weight: float = 20.0
+    """CRR backbone: clip of lambda (code: crr_ratio_upper_bound 20)."""
+    crr_fn: str = "exp"
+    """CRR backbone: "exp" or "binary" (1[A > 0]) weights (code: exp)."""
+    crr_avg: str = "mean"
+    """CRR backbone: value estimate = "mean" or "max" over the sampled actions (code: mean)."""
     gamma: float = 0.99
-    tau: float = 0.005               # Polyak rate of the target critic
+    tau: float = 0.005
+    """Polyak rate of the target critics and of the target policy (code: 0.005 for both)."""
     lr: float = 3e-4
+    """Adam learning rate of every network (code: 3e-4)."""
     hidden_dim: int = 256
-    ema_decay: float = 0.995         # actor EMA, as in Diffusion-QL whose code EDP builds on
+    ema_decay: float = 0.995
+    """Target policy: ``ema_decay * target + (1 - ema_decay) * policy`` (code: 1 - tau = 0.995)."""
     step_start_ema: int = 1000
+    """The target policy keeps its initial weights until this step (code: 1000)."""
     update_ema_every: int = 5
-    grad_norm: float = 1.0           # max grad norm of the actor (0 disables clipping)
-    n_action_samples: int = 50       # candidates for Q-based action selection at evaluation
+    ema_copy_before_start: bool = False
+    """Deviation: copy the policy into the target policy at EMA ticks before ``step_start_ema``."""
+    grad_norm: float | None = None
+    """Per-network max grad norm (0 disables); None: the code's per-task value (``GRAD_NORMS``) from the dataset's
+    name, ``DEFAULT_GRAD_NORM`` for tasks it does not list."""
+    clip_actions: bool = True
+    """Clip dataset actions to 0.999 of the bounds (the code's clip_action)."""
+    reward_shaping: str = "auto"
+    """"auto" (by the dataset's domain, as the code: antmaze / minmax for Kitchen and Adroit / none),
+    "none", "antmaze" (IQL: r - 1, else (r - 0.5) * 4) or "minmax" (to [-1, 1] with the dataset's min and max)."""
+    n_action_samples: int = 50
+    """Candidates per state when acting, one drawn by softmax(min Q) (code: 50)."""
+    act_with_ema: bool = False
+    """Deviation: sample the candidates from the target policy (the code: the online policy)."""
+    act_with_target_critic: bool = False
+    """Deviation: rank the candidates with the target critics (the code: the online critics)."""
 
     def __post_init__(self):
-        if self.backbone not in ("td3", "iql"):
-            raise ValueError(f"backbone must be 'td3' or 'iql', got {self.backbone!r}")
-        if self.sampler not in ("dpm_solver", "ddpm"):
-            raise ValueError(f"sampler must be 'dpm_solver' or 'ddpm', got {self.sampler!r}")
-        if self.n_timesteps < 1 or self.sampler_steps < 1 or self.n_action_samples < 1:
-            raise ValueError("n_timesteps, sampler_steps and n_action_samples must be >= 1")
-        if not 0 < self.expectile < 1:
-            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
-        if self.lr <= 0 or self.hidden_dim < 1 or not 0 <= self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError("need lr > 0, hidden_dim >= 1, gamma in [0, 1], tau in (0, 1]")
-        if self.alpha < 0 or self.temperature < 0 or self.max_weight <= 0 or self.grad_norm < 0:
-            raise ValueError("alpha, temperature, grad_norm must be >= 0 and max_weight > 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ValueError(f"EDPConfig: {msg}")
+
+        coerce_field_types(self)
+        need(self.backbone in BACKBONES, f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        need(self.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        need(self.beta_schedule in BETA_SCHEDULES,
+             f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}")
+        need(self.n_timesteps >= 1 and self.sampler_steps >= 1 and self.n_action_samples >= 1,
+             "n_timesteps, sampler_steps and n_action_samples must be >= 1")
+        need(self.sampler == "ddpm" or self.n_timesteps >= 2, "DPM-Solver needs n_timesteps >= 2 (or sampler: ddpm)")
+        need(self.dpm_order in (1, 2, 3), f"dpm_order must be 1, 2 or 3, got {self.dpm_order}")
+        need(0 < self.dpm_t_end < 1, f"dpm_t_end must be in (0, 1), got {self.dpm_t_end}")
+        need(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
+        need(self.lr > 0 and self.hidden_dim >= 1 and 0 <= self.gamma <= 1 and 0 < self.tau <= 1,
+             "need lr > 0, hidden_dim >= 1, gamma in [0, 1], tau in (0, 1]")
+        need(self.alpha >= 0 and self.temperature >= 0 and self.max_weight > 0,
+             "alpha and temperature must be >= 0 and max_weight > 0")
+        need(self.grad_norm is None or self.grad_norm >= 0, f"grad_norm must be >= 0 or null, got {self.grad_norm}")
+        need(self.crr_samples >= 1 and self.crr_beta > 0 and self.crr_max_weight > 0,
+             "crr_samples >= 1, crr_beta > 0 and crr_max_weight > 0")
+        need(self.crr_fn in ("exp", "binary"), f"crr_fn must be 'exp' or 'binary', got {self.crr_fn!r}")
+        need(self.crr_avg in ("mean", "max"), f"crr_avg must be 'mean' or 'max', got {self.crr_avg!r}")
+        need(self.reward_shaping in REWARD_SHAPINGS,
+             f"reward_shaping must be one of {', '.join(REWARD_SHAPINGS)}, got {self.reward_shaping!r}")
+        need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(self.update_ema_every >= 1 and self.step_start_ema >= 0, "update_ema_every >= 1, step_start_ema >= 0")
 
 
 class EDP:
+    """EDP agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
+
     data_kind = "transitions"
 
     def __init__(self, config: EDPConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg, self.spec, self.device = config, spec, torch.device(device)
-        c = config
-        self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
-        self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)
-        self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim).to(self.device)
-        self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
-        self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(self.device)
-        self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden_dim).to(self.device)
+        c, dev = config, self.device
+        self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=dev)
+        self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=dev)
+        mid, half = (self.act_high + self.act_low) / 2, (self.act_high - self.act_low) / 2
+        self.data_low, self.data_high = mid - ACTION_CLIP * half, mid + ACTION_CLIP * half
+        self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim).to(dev)
+        self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)  # the target policy: initial weights
+        self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(dev)
+        self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden_dim).to(dev)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr)
-        params = list(self.critic.parameters())
+        # one optimizer (and one gradient clip) per network, as the code
+        self.q1_opt = torch.optim.Adam(self.critic.q1_model.parameters(), lr=c.lr)
+        self.q2_opt = torch.optim.Adam(self.critic.q2_model.parameters(), lr=c.lr)
         if c.backbone == "iql":
-            self.value = mlp(spec.obs_dim, 1, c.hidden_dim).to(self.device)
-            params += list(self.value.parameters())
-        self.critic_opt = torch.optim.Adam(params, lr=c.lr)
+            self.value = mlp(spec.obs_dim, 1, c.hidden_dim).to(dev)
+            self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.lr)
+        # dataset-dependent settings, set by fit_dataset (defaults for a platform that does not call it)
+        self.grad_norm = DEFAULT_GRAD_NORM if c.grad_norm is None else c.grad_norm
+        self.shaping = "none" if c.reward_shaping == "auto" else c.reward_shaping
+        self.norm_reward = bool(c.norm_reward) if c.norm_reward is not None else c.backbone == "iql"
+        self.reward_scale = torch.tensor(1.0, device=dev)
+        self.reward_min = torch.tensor(0.0, device=dev)
+        self.reward_max = torch.tensor(1.0, device=dev)
+        self._reward_fitted = False
         self.step = 0
+
+    # ------------------------------------------------------------------ dataset
+
+    def fit_dataset(self, data) -> None:
+        """Per-task settings from the dataset (its ``name``, ``rewards (N,)``, ``episode_ends (E,)``), as the code."""
+        c, name = self.cfg, getattr(data, "name", "") or ""
+        dom = domain(name)
+        if c.grad_norm is None:
+            self.grad_norm = GRAD_NORMS.get(task_key(name), DEFAULT_GRAD_NORM)
+        if c.reward_shaping == "auto":
+            self.shaping = {"antmaze": "antmaze", "kitchen": "minmax", "adroit": "minmax"}.get(dom, "none")
+        if c.norm_reward is None:
+            self.norm_reward = c.backbone == "iql" and dom != "antmaze"
+        elif dom == "antmaze":
+            self.norm_reward = False  # the code forces it off for AntMaze
+        if self.norm_reward:
+            self.reward_scale.fill_(reward_scale_from_returns(data.rewards, data.episode_ends, 1000.0))
+        rewards = torch.as_tensor(data.rewards, dtype=torch.float32) * self.reward_scale.cpu()
+        self.reward_min.fill_(float(rewards.min()))
+        self.reward_max.fill_(float(rewards.max()))
+        self._reward_fitted = True
+
+    def shape_rewards(self, r: torch.Tensor) -> torch.Tensor:
+        """The code's reward pipeline: ``norm_reward`` scale, then the domain transform.  ``r (B, 1)``."""
+        r = r * self.reward_scale
+        if self.shaping == "antmaze":
+            return r - 1.0 if self.cfg.backbone == "iql" else (r - 0.5) * 4.0
+        if self.shaping == "minmax":
+            if not self._reward_fitted:
+                raise RuntimeError("EDP: reward_shaping='minmax' needs the dataset's rewards: call fit_dataset(data)")
+            return ((r - self.reward_min) / (self.reward_max - self.reward_min) - 0.5) * 2.0
+        return r
 
     # ------------------------------------------------------------------ sampling
 
-    def sample(self, obs: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        """Actions for states ``obs (B, obs_dim)`` -> ``(B, act_dim)``, no gradients."""
-        model = model or self.ema_actor
+    def sample(self, obs: torch.Tensor, model: nn.Module | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions for states ``obs (B, obs_dim)`` -> ``(B, act_dim)``, no gradients (default: the online policy)."""
+        model = self.actor if model is None else model
+        shape, clip = (obs.shape[0], self.spec.act_dim), (self.act_low, self.act_high)
 
         def denoise(x, k):
             return model(x, k, obs)
 
-        shape = (obs.shape[0], self.spec.act_dim)
-        clip = (self.act_low, self.act_high)
-        if self.cfg.sampler == "dpm_solver":
-            return dpm_solver_sample(denoise, self.schedule, shape, self.cfg.sampler_steps, clip=clip,
-                                     device=self.device)
-        from algorithms.diffusion.samplers import ddpm_sample
-
-        return ddpm_sample(denoise, self.schedule, shape, clip=clip, device=self.device)
+        c = self.cfg
+        if c.sampler == "dpm_solver":
+            return dpm_solver_eps_sample(denoise, self.schedule, shape, c.sampler_steps, order=c.dpm_order,
+                                         t_end=c.dpm_t_end, clip=clip, device=self.device, generator=generator)
+        if c.sampler == "dpm_solver_pp":
+            return dpm_solver_sample(denoise, self.schedule, shape, c.sampler_steps, clip=clip, device=self.device,
+                                     generator=generator)
+        return ddpm_sample(denoise, self.schedule, shape, clip=clip, device=self.device, generator=generator)
 
     def action_approximation(self, obs, actions):
         """Noise dataset actions to a random step and reconstruct them in one shot.
 
-        ``obs (B, obs_dim)``, ``actions (B, act_dim)`` -> ``(a0_hat (B, act_dim), eps_pred, eps, k)``.
-        Gradients flow only through this one network call, never through a sampling chain.
+        ``obs (B, obs_dim)``, ``actions (B, act_dim)`` -> ``(a0_hat (B, act_dim), eps_pred, eps, k)``;
+        ``a0_hat`` is clipped to the action bounds (the code's ``clip_denoised``).  Gradients flow only
+        through this one network call, never through a sampling chain.
         """
         b = actions.shape[0]
         k = torch.randint(0, self.cfg.n_timesteps, (b,), device=self.device)
         eps = torch.randn_like(actions)
         a_k = self.schedule.q_sample(actions, k, eps)
         eps_pred = self.actor(a_k, k, obs)
-        a0_hat = self.schedule.x0_from_eps(a_k, k, eps_pred)
-        a0_hat = torch.maximum(torch.minimum(a0_hat, self.act_high), self.act_low)
+        a0_hat = torch.clamp(self.schedule.x0_from_eps(a_k, k, eps_pred), self.act_low, self.act_high)
         return a0_hat, eps_pred, eps, k
 
     # ------------------------------------------------------------------ learning
 
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params: list) -> torch.Tensor:
+        """Backward into ``params`` only, clip them at ``grad_norm``, step; the pre-clip norm (0-d tensor)."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        norm = (nn.utils.clip_grad_norm_(params, self.grad_norm) if self.grad_norm > 0
+                else nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        opt.step()
+        return norm.detach()
+
+    def _td_target(self, r, s2, not_done) -> torch.Tensor:
+        with torch.no_grad():
+            q1_t, q2_t = self.critic_target(s2, self.sample(s2, self.ema_actor))
+            return r + self.cfg.gamma * not_done * torch.min(q1_t, q2_t)
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        c = self.cfg
-        s, a, r = batch["observations"], batch["actions"], batch["rewards"].reshape(-1, 1)
-        s2, done = batch["next_observations"], batch["terminals"].reshape(-1, 1)
+        """One gradient step on ``observations (B, obs_dim)``, ``actions``, ``rewards (B,)``, ``next_observations``,
+        ``terminals (B,)``; returns ``train/...`` floats."""
+        c, dev = self.cfg, self.device
+        s = batch["observations"].to(dev, torch.float32)
+        a = batch["actions"].to(dev, torch.float32)
+        if c.clip_actions:
+            a = torch.clamp(a, self.data_low, self.data_high)
+        r = self.shape_rewards(batch["rewards"].to(dev, torch.float32).reshape(-1, 1))
+        s2 = batch["next_observations"].to(dev, torch.float32)
+        not_done = 1.0 - batch["terminals"].to(dev, torch.float32).reshape(-1, 1)
+        q1_params, q2_params = list(self.critic.q1_model.parameters()), list(self.critic.q2_model.parameters())
+        actor_params = list(self.actor.parameters())
+        zero = torch.zeros((), device=dev)
+        value_loss = value_gn = zero
 
-        # critic
-        if c.backbone == "td3":
-            with torch.no_grad():
-                a2 = self.sample(s2)
-                q1_t, q2_t = self.critic_target(s2, a2)
-                target = r + c.gamma * (1 - done) * torch.min(q1_t, q2_t)
-            q1, q2 = self.critic(s, a)
-            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-            value_loss = torch.zeros((), device=self.device)
-        else:
-            with torch.no_grad():
-                q1_t, q2_t = self.critic_target(s, a)
-                q_t = torch.min(q1_t, q2_t)
-                target = r + c.gamma * (1 - done) * self.value(s2)
-            value_loss = expectile_loss(q_t - self.value(s), c.expectile)
-            q1, q2 = self.critic(s, a)
-            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target) + value_loss
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-
-        # actor
         a0_hat, eps_pred, eps, _ = self.action_approximation(s, a)
-        if c.backbone == "td3":
-            bc_loss = F.mse_loss(eps_pred, eps)
-            q_new = self.critic.q1(s, a0_hat)
-            lam = c.alpha / q_new.abs().mean().detach()
-            q_loss = -lam * q_new.mean()
-            actor_loss = bc_loss + q_loss
-        else:
+        diff_loss = F.mse_loss(eps_pred, eps)
+        if c.backbone == "iql":
+            # V, then the policy (with the new V), then Q (with the new V): the code's order
             with torch.no_grad():
-                q1_t, q2_t = self.critic_target(s, a)
-                adv = torch.min(q1_t, q2_t) - self.value(s)
-                w = advantage_weights(adv, c.temperature, c.max_weight)
-            per_sample = (eps_pred - eps).pow(2).mean(dim=-1, keepdim=True)
-            bc_loss = per_sample.mean()
-            q_loss = (w * per_sample).mean() - bc_loss  # the advantage re-weighting, reported apart
-            actor_loss = (w * per_sample).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        grad_norm = (nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_norm) if c.grad_norm > 0
-                     else torch.zeros((), device=self.device))
-        self.actor_opt.step()
+                q_t = torch.min(*self.critic_target(s, a))
+            value_loss = expectile_loss(q_t - self.value(s), c.expectile)
+            value_gn = self._step(self.value_opt, value_loss, list(self.value.parameters()))
+            with torch.no_grad():
+                w = advantage_weights(q_t - self.value(s), c.temperature, c.max_weight)  # (B, 1)
+            guide_loss = (w * 0.5 * (a - a0_hat).pow(2).sum(-1, keepdim=True)).mean()
+            actor_loss = diff_loss + guide_loss
+            actor_gn = self._step(self.actor_opt, actor_loss, actor_params)
+            with torch.no_grad():
+                target = r + c.gamma * not_done * self.value(s2)
+            q1, q2 = self.critic(s, a)
+            q1_loss, q2_loss = F.mse_loss(q1, target), F.mse_loss(q2, target)
+        else:
+            target = self._td_target(r, s2, not_done)
+            q1, q2 = self.critic(s, a)
+            q1_loss, q2_loss = F.mse_loss(q1, target), F.mse_loss(q2, target)
+            # the policy's guide term uses the critics *before* this step's update (one set of params, as the code)
+            if c.backbone == "td3":
+                use_q1 = torch.rand((), device=dev) > 0.5        # Q1 or Q2 at random; a tensor coin: no sync
+                q_new = torch.where(use_q1, self.critic.q1_model(torch.cat([s, a0_hat], -1)),
+                                    self.critic.q2_model(torch.cat([s, a0_hat], -1)))
+                guide_loss = -(c.alpha / q_new.abs().mean().detach()) * q_new.mean()
+            else:  # crr
+                with torch.no_grad():
+                    n = c.crr_samples
+                    a_j = a0_hat.detach().unsqueeze(1) + torch.randn(a.shape[0], n, a.shape[1], device=dev)
+                    s_rep = s.unsqueeze(1).expand(-1, n, -1).reshape(-1, s.shape[-1])
+                    v_j = torch.min(*self.critic(s_rep, a_j.reshape(-1, a.shape[1]))).view(-1, n)
+                    v = v_j.mean(1, keepdim=True) if c.crr_avg == "mean" else v_j.amax(1, keepdim=True)
+                    adv = torch.min(q1, q2).detach() - v
+                    lam = (torch.clamp(torch.exp(adv / c.crr_beta), max=c.crr_max_weight) if c.crr_fn == "exp"
+                           else (adv > 0).float())
+                log_prob = -0.5 * (a - a0_hat).pow(2).sum(-1, keepdim=True)   # log N(a; a0_hat, I) + const
+                guide_loss = -(lam * log_prob).mean()
+            actor_loss = diff_loss + guide_loss
+            actor_gn = self._step(self.actor_opt, actor_loss, actor_params)
+        q1_gn = self._step(self.q1_opt, q1_loss, q1_params)
+        q2_gn = self._step(self.q2_opt, q2_loss, q2_params)
 
+        # target policy (step counted after the increment, as the code) and target critics
         self.step += 1
         if self.step % c.update_ema_every == 0:
-            if self.step < c.step_start_ema:
+            if self.step > c.step_start_ema:
+                soft_update(self.ema_actor, self.actor, 1.0 - c.ema_decay)
+            elif c.ema_copy_before_start:
                 self.ema_actor.load_state_dict(self.actor.state_dict())
-            else:
-                ema_update(self.ema_actor, self.actor, c.ema_decay)
         soft_update(self.critic_target, self.critic, c.tau)
 
-        values = torch.stack([bc_loss.detach(), q_loss.detach(), actor_loss.detach(), critic_loss.detach(),
-                              value_loss.detach(), q1.detach().mean(), grad_norm.detach()]).tolist()
-        names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "value_loss", "q_mean", "actor_grad_norm"]
+        names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "value_loss", "q_mean", "actor_grad_norm",
+                 "critic_grad_norm", "value_grad_norm"]
+        values = torch.stack([diff_loss.detach(), guide_loss.detach(), actor_loss.detach(),
+                              (q1_loss + q2_loss).detach(), value_loss.detach(), q1.detach().mean(), actor_gn,
+                              torch.maximum(q1_gn, q2_gn), value_gn]).tolist()  # one sync
         return {f"train/{n}": v for n, v in zip(names, values)}
 
     # ------------------------------------------------------------------ acting
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs (B, 1, obs_dim)`` -> ``(B, 1, act_dim)``: best of ``n_action_samples`` by softmax(Q)."""
-        s = obs[:, -1].to(self.device)
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``obs (B, 1, obs_dim)`` -> ``(B, 1, act_dim)``: ``n_action_samples`` candidates, one drawn by softmax(min Q)."""
+        s = torch.as_tensor(obs)[:, -1].to(self.device, torch.float32)
         n = self.cfg.n_action_samples
         s_rep = s.repeat_interleave(n, dim=0)
-        cand = self.sample(s_rep)
-        q = self.critic_target.q1(s_rep, cand).view(-1, n)
-        return select_by_q(cand.view(-1, n, self.spec.act_dim), q).unsqueeze(1)
+        cand = self.sample(s_rep, self.ema_actor if self.cfg.act_with_ema else self.actor, generator=generator)
+        critic = self.critic_target if self.cfg.act_with_target_critic else self.critic
+        q = critic.q_min(s_rep, cand).view(-1, n)
+        idx = torch.multinomial(F.softmax(q, dim=-1), 1, generator=generator)  # (B, 1)
+        return cand.view(-1, n, self.spec.act_dim).gather(1, idx.unsqueeze(-1).expand(-1, 1, self.spec.act_dim))
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict:
-        d = {"actor": self.actor.state_dict(), "ema_actor": self.ema_actor.state_dict(),
-             "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-             "step": torch.tensor(self.step)}
+    def _modules(self) -> dict:
+        mods = {"actor": self.actor, "ema_actor": self.ema_actor, "critic": self.critic,
+                "critic_target": self.critic_target, "actor_opt": self.actor_opt, "q1_opt": self.q1_opt,
+                "q2_opt": self.q2_opt}
         if self.cfg.backbone == "iql":
-            d["value"] = self.value.state_dict()
+            mods.update(value=self.value, value_opt=self.value_opt)
+        return mods
+
+    def state_dict(self) -> dict:
+        d = {k: m.state_dict() for k, m in self._modules().items()}
+        d.update(step=torch.tensor(self.step), grad_norm=torch.tensor(self.grad_norm),
+                 reward_scale=self.reward_scale.clone(), reward_min=self.reward_min.clone(),
+                 reward_max=self.reward_max.clone(), norm_reward=torch.tensor(self.norm_reward),
+                 shaping=torch.tensor(REWARD_SHAPINGS.index(self.shaping)))
         return d
 
+    def policy_state_dict(self) -> dict:
+        """What ``act`` needs (the sampling policy and the critics that rank candidates): for rollout workers."""
+        actor = "ema_actor" if self.cfg.act_with_ema else "actor"
+        critic = "critic_target" if self.cfg.act_with_target_critic else "critic"
+        return {actor: getattr(self, actor).state_dict(), critic: getattr(self, critic).state_dict()}
+
     def load_state_dict(self, d: dict) -> None:
-        self.actor.load_state_dict(d["actor"])
-        self.ema_actor.load_state_dict(d["ema_actor"])
-        self.critic.load_state_dict(d["critic"])
-        self.critic_target.load_state_dict(d["critic_target"])
-        self.actor_opt.load_state_dict(d["actor_opt"])
-        self.critic_opt.load_state_dict(d["critic_opt"])
-        if self.cfg.backbone == "iql":
-            self.value.load_state_dict(d["value"])
-        self.step = int(d["step"])
+        """Load a ``state_dict()`` or a ``policy_state_dict()`` (missing parts are left as they are)."""
+        for key, module in self._modules().items():
+            if key in d:
+                module.load_state_dict(d[key])
+        if "step" in d:
+            self.step = int(d["step"])
+            self.grad_norm = float(d["grad_norm"])
+            self.norm_reward = bool(d["norm_reward"])
+            self.shaping = REWARD_SHAPINGS[int(d["shaping"])]
+            for k in ("reward_scale", "reward_min", "reward_max"):
+                getattr(self, k).copy_(d[k])
+            self._reward_fitted = True

@@ -105,47 +105,47 @@ def transition_batch(batch_size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT
 
 
 class EDPDirect:
-    """EDP's TD3-backbone step written plainly: ``nn.Mish``, for-loop Adam, ``.item()`` per loss."""
+    """EDP's TD3-backbone step written plainly (the code's order and clips): ``nn.Mish``, for-loop Adam,
+    ``.item()`` per loss."""
 
     def __init__(self, algo):
         self.a = algo
         for m in (algo.actor, algo.ema_actor, algo.critic, algo.critic_target):
             _swap_activation(m, nn.Mish)
-        algo.actor_opt = torch.optim.Adam(algo.actor.parameters(), lr=algo.cfg.lr, foreach=False)
-        algo.critic_opt = torch.optim.Adam(algo.critic.parameters(), lr=algo.cfg.lr, foreach=False)
+        self.opts = [torch.optim.Adam(m.parameters(), lr=algo.cfg.lr, foreach=False)
+                     for m in (algo.actor, algo.critic.q1_model, algo.critic.q2_model)]
 
     def __call__(self, batch):
         a, c = self.a, self.a.cfg
-        s, act, r = batch["observations"], batch["actions"], batch["rewards"].reshape(-1, 1)
+        s, act, r = batch["observations"], batch["actions"].clamp(-0.999, 0.999), batch["rewards"].reshape(-1, 1)
         s2, done = batch["next_observations"], batch["terminals"].reshape(-1, 1)
         with torch.no_grad():
-            t1, t2 = a.critic_target(s2, a.sample(s2))
+            t1, t2 = a.critic_target(s2, a.sample(s2, a.ema_actor))
             target = r + c.gamma * (1 - done) * torch.min(t1, t2)
         q1, q2 = a.critic(s, act)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        a.critic_opt.zero_grad()
-        critic_loss.backward()
-        a.critic_opt.step()
         k = torch.randint(0, c.n_timesteps, (s.shape[0],))
         eps = torch.randn_like(act)
         a_k = a.schedule.q_sample(act, k, eps)
         eps_pred = a.actor(a_k, k, s)
         a0 = a.schedule.x0_from_eps(a_k, k, eps_pred).clamp(-1.0, 1.0)
         bc_loss = F.mse_loss(eps_pred, eps)
-        q_new = a.critic.q1(s, a0)
+        head = a.critic.q1_model if torch.rand(()) > 0.5 else a.critic.q2_model
+        q_new = head(torch.cat([s, a0], -1))
         actor_loss = bc_loss - c.alpha / q_new.abs().mean().detach() * q_new.mean()
-        a.actor_opt.zero_grad()
-        actor_loss.backward()
-        nn.utils.clip_grad_norm_(a.actor.parameters(), c.grad_norm)
-        a.actor_opt.step()
+        losses = (actor_loss, F.mse_loss(q1, target), F.mse_loss(q2, target))
+        for opt, loss, module in zip(self.opts, losses, (a.actor, a.critic.q1_model, a.critic.q2_model)):
+            opt.zero_grad()
+            loss.backward(inputs=list(module.parameters()))
+            nn.utils.clip_grad_norm_(module.parameters(), a.grad_norm)
+            opt.step()
         a.step += 1
         with torch.no_grad():
-            if a.step % c.update_ema_every == 0:
+            if a.step % c.update_ema_every == 0 and a.step > c.step_start_ema:
                 for pe, p in zip(a.ema_actor.parameters(), a.actor.parameters()):
                     pe.mul_(c.ema_decay).add_(p, alpha=1 - c.ema_decay)
             for pt, p in zip(a.critic_target.parameters(), a.critic.parameters()):
                 pt.mul_(1 - c.tau).add_(p, alpha=c.tau)
-        return [actor_loss.item(), bc_loss.item(), critic_loss.item()]
+        return [actor_loss.item(), bc_loss.item(), losses[1].item() + losses[2].item()]
 
 
 class DPDirect:

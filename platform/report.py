@@ -235,7 +235,7 @@ def paper_reference(algorithm: str, dataset: str, env: str = "", backbone: str |
         locomotion = not task.startswith("antmaze")
         # The published locomotion numbers are on the v2 datasets; other versions are different data.
         if algo in ("dql", "diffusionql") and task in DQL_D4RL and not (locomotion and version not in (None, "2")):
-            return Reference(DQL_D4RL[task], "Diffusion-QL, ICLR 2023")
+            return Reference(DQL_D4RL[task], "Diffusion-QL, ICLR 2023 (protocol: best, online model selection)")
         return Reference(None, "")
     if src == "pusht":
         if algo in ("diffusionpolicy", "dp"):
@@ -243,7 +243,8 @@ def paper_reference(algorithm: str, dataset: str, env: str = "", backbone: str |
         else:
             key = {"lstmgmm": "LSTM-GMM", "ibc": "IBC", "bet": "BET"}.get(algo, "")
         if key in PUSHT_AVG:
-            return Reference(PUSHT_AVG[key], f"{key}, Diffusion Policy (RSS 2023) Table I avg (max {PUSHT_MAX[key]:g})")
+            return Reference(PUSHT_AVG[key], f"{key}, Diffusion Policy (RSS 2023) Table I avg (protocol: "
+                                             f"last_k_mean, last 10 checkpoints; max {PUSHT_MAX[key]:g})")
         return Reference(None, "")
     return Reference(None, "")
 
@@ -251,12 +252,28 @@ def paper_reference(algorithm: str, dataset: str, env: str = "", backbone: str |
 # ============================================================================ analysis
 
 
-def final_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (trial, seed): the score at that run's last evaluation."""
+# How a run's score is read off its evaluations (the report's ``--protocol``); each paper's own protocol is
+# named next to its column.  "final" is the honest one (no selection on the evaluations) and the default.
+PROTOCOLS = {
+    "final": "the score at each run's last evaluation",
+    "best": "each run's best evaluation (Diffusion-QL's online model selection: optimistic)",
+    "last_k_mean": "the mean of each run's last {k} evaluations (Diffusion Policy's and EDP's average)",
+}
+LAST_K = 10  # Diffusion Policy: the last 10 checkpoints; EDP's code: its last 10 evaluations
+
+
+def final_scores(df: pd.DataFrame, protocol: str = "final", k: int = LAST_K) -> pd.DataFrame:
+    """One row per (trial, seed): the run's score under ``protocol`` and its last evaluated ``final_step``."""
+    if protocol not in PROTOCOLS:
+        raise ReportError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     ev = df[df["score"].notna()]
     if ev.empty:
         return ev.assign(final_step=pd.Series(dtype=int))
     last = ev.loc[ev.groupby(["_trial", "seed"])["step"].idxmax()].copy()
+    if protocol != "final":
+        grouped = ev.sort_values("step").groupby(["_trial", "seed"])["score"]
+        agg = grouped.max() if protocol == "best" else grouped.apply(lambda x: float(x.tail(k).mean()))
+        last["score"] = [float(agg.loc[(t, s)]) for t, s in zip(last["_trial"], last["seed"])]
     return last.rename(columns={"step": "final_step"}).reset_index(drop=True)
 
 
@@ -285,9 +302,9 @@ class Trial:
         return _std(self.scores)
 
 
-def trials(df: pd.DataFrame) -> list[Trial]:
-    """Every trial, evaluated or not, with its final scores and configuration."""
-    fin = final_scores(df)
+def trials(df: pd.DataFrame, protocol: str = "final") -> list[Trial]:
+    """Every trial, evaluated or not, with its scores under ``protocol`` and its configuration."""
+    fin = final_scores(df, protocol)
     cfg = config_columns(df)
     out = []
     for key, g in df.groupby("_trial", sort=True):
@@ -775,9 +792,10 @@ def _budget_lines(df: pd.DataFrame, studies: dict[tuple, list[Trial]], specs: di
     return lines
 
 
-def _results_section(doc: Doc, by_bench: dict[str, list[Trial]]) -> dict[str, dict[str, Trial]]:
+def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str = "final") -> dict[str, dict[str, Trial]]:
     doc.h(2, "Results")
-    doc.p("Final score = `eval/normalized_score` (0..100) at each run's last evaluation. A run is one seed of one "
+    doc.p(f"Score = `eval/normalized_score` (0..100), protocol `{protocol}`: {PROTOCOLS[protocol].format(k=LAST_K)}. "
+          "The papers' columns say which protocol each paper used. A run is one seed of one "
           "trial. mean ± sample std (ddof=1) over runs; IQM = interquartile mean over runs (rliable convention, "
           f"trim 25% each end) with a 95% percentile bootstrap CI ({N_BOOT} resamples, seed {BOOT_SEED}). "
           "\"best config\" is the trial with the highest mean final score among those that ran the full budget; "
@@ -956,11 +974,14 @@ def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs
             doc.p(f"No spec.json found beside the results of `{sweep}`.")
 
 
-def build_report(paths: list[str], out_dir: str) -> str:
+def build_report(paths: list[str], out_dir: str, protocol: str = "final") -> str:
     """Write the report for ``paths`` (metrics.parquet files or sweep directories) to ``out_dir``.
 
-    Returns the path of ``index.html``.  Raises :class:`ReportError` (one-line message) on bad input.
+    ``protocol``: how a run's score is read off its evaluations (``PROTOCOLS``).  Returns the path of
+    ``index.html``.  Raises :class:`ReportError` (one-line message) on bad input.
     """
+    if protocol not in PROTOCOLS:
+        raise ReportError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     df, specs, files = load_results([paths] if isinstance(paths, str) else list(paths))
     fig_dir = os.path.join(out_dir, "figures")
     if os.path.isdir(fig_dir):  # stale figures from an earlier report of the same name would mislead
@@ -968,7 +989,7 @@ def build_report(paths: list[str], out_dir: str) -> str:
     os.makedirs(fig_dir, exist_ok=True)
     plots = _Plots(fig_dir)
 
-    all_trials = trials(df)
+    all_trials = trials(df, protocol)
     by_bench: dict[str, list[Trial]] = {}
     studies: dict[tuple, list[Trial]] = {}
     for t in all_trials:
@@ -984,7 +1005,7 @@ def build_report(paths: list[str], out_dir: str) -> str:
     if df["score"].notna().sum() == 0:
         doc.p("No run reached an evaluation: there are no scores to report.")
 
-    best_by_bench = _results_section(doc, by_bench)
+    best_by_bench = _results_section(doc, by_bench, protocol)
 
     doc.h(2, "Learning curves")
     for bench, best in best_by_bench.items():
@@ -1023,10 +1044,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m platform.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="metrics.parquet files or sweep directories holding one")
     parser.add_argument("--out", help="output directory (default: reports/<sweep name>)")
+    parser.add_argument("--protocol", default="final", choices=list(PROTOCOLS),
+                        help="score of a run: its last evaluation (default), its best, or the mean of its last "
+                             f"{LAST_K}; the papers' own protocols are named next to their columns")
     args = parser.parse_args(argv)
     try:
         out = args.out or _default_out(args.results)
-        index = build_report(args.results, out)
+        index = build_report(args.results, out, args.protocol)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,10 @@
 effect on the actor gradient, determinism, checkpoints, action bounds and a short learning check."""
 import copy
 import io
+import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -266,7 +269,7 @@ def _only_plain_values(x):
 
 
 def test_state_dict_round_trip_gives_identical_actions_and_training():
-    a = make(seed=0, lr_decay=True, max_steps=100)
+    a = make(seed=0, lr_decay=True, lr_decay_schedule="per_step", max_steps=100)
     for i in range(4):
         a.update(batch(seed=i))
     state = a.state_dict()
@@ -275,7 +278,7 @@ def test_state_dict_round_trip_gives_identical_actions_and_training():
     torch.save(state, buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=True)  # plain tensors only: no pickled objects
-    b = make(seed=1, lr_decay=True, max_steps=100)
+    b = make(seed=1, lr_decay=True, lr_decay_schedule="per_step", max_steps=100)
     b.load_state_dict(loaded)
     assert b.step == 4
     obs = torch.randn(6, 1, 4)
@@ -308,8 +311,29 @@ def test_policy_state_dict_is_enough_to_act(act_with_ema):
     assert torch.equal(act_a, b.act(obs))
 
 
-def test_lr_decay_is_cosine_over_max_steps():
-    algo = make(lr_decay=True, max_steps=10)
+def test_lr_decay_steps_like_the_code():
+    """The code's cosine: T_max = num_epochs, stepped once per 50k gradient steps -> x0.999 over 2M steps."""
+    c = DQLConfig(lr_decay=True)
+    assert (c.lr_decay_schedule, c.lr_maxt, c.lr_step_every) == ("code", 2000, 50_000)
+    assert (1 + math.cos(math.pi * (2_000_000 // c.lr_step_every) / c.lr_maxt)) / 2 == pytest.approx(0.99901, abs=1e-5)
+    algo = make(lr_decay=True, lr_maxt=4, lr_step_every=2)
+    lrs = [algo.update(batch())["train/lr"] for _ in range(4)]
+    assert lrs[0] == pytest.approx(3e-4) and lrs[1] == pytest.approx(3e-4 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lrs[2] == lrs[1] and lrs[3] == pytest.approx(3e-4 * 0.5)
+
+
+def test_reward_normalize_is_a_z_score_over_the_dataset():
+    algo = make(reward_shaping="normalize")
+    with pytest.raises(RuntimeError, match="fit_dataset"):
+        algo.update(batch())
+    rewards = np.array([1.0, 3.0, 5.0, 7.0])
+    algo.fit_dataset(SimpleNamespace(rewards=rewards))
+    assert algo.reward_mean.item() == pytest.approx(4.0) and algo.reward_std.item() == pytest.approx(rewards.std(ddof=1))
+    assert math.isfinite(algo.update(batch())["train/critic_loss"])
+
+
+def test_lr_decay_per_step_is_cosine_over_max_steps():
+    algo = make(lr_decay=True, lr_decay_schedule="per_step", max_steps=10)
     for _ in range(5):
         m = algo.update(batch())
     assert m["train/lr"] == pytest.approx(3e-4 * 0.5, rel=1e-6)   # halfway: (1 + cos(pi/2)) / 2

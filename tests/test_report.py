@@ -430,3 +430,18 @@ def test_renders_in_headless_chromium(built, tmp_path):
     # with a page that calls console.error and an undefined function); dbus noise does not match.
     bad = [line for line in out.stderr.splitlines() if re.search(r"uncaught|console", line, re.IGNORECASE)]
     assert bad == [], bad
+
+
+def test_protocols_read_each_run_as_named():
+    """final = last evaluation; best = max over evaluations; last_k_mean = mean of the last k."""
+    rows = [{"sweep": "p", "trial_id": "t0", "algorithm": "dql", "dataset": "generated:pendulum-medium", "env": "",
+             "seed": 0, "step": step, "eval/normalized_score": score, "status": "TERMINATED"}
+            for step, score in zip(range(1, 13), [5.0, 90.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 85.0, 1.0])]
+    df = report._normalize(pd.DataFrame(rows))
+    assert report.final_scores(df, "final")["score"].tolist() == [1.0]
+    assert report.final_scores(df, "best")["score"].tolist() == [90.0]
+    assert report.final_scores(df, "last_k_mean", k=10)["score"].tolist() == [np.mean([10, 20, 30, 40, 50, 60, 70, 80, 85, 1])]
+    assert report.final_scores(df, "best")["final_step"].tolist() == [12]
+    with pytest.raises(report.ReportError, match="unknown protocol"):
+        report.final_scores(df, "median")
+    assert "best, online model selection" in report.paper_reference("dql", "d4rl:hopper-medium-v2").label

@@ -1,13 +1,24 @@
-"""DPM-Solver++(2M) for discrete-time eps-prediction models (Lu et al., 2022), as EDP samples.
+"""DPM-Solvers for discrete-time eps-prediction models (Lu et al., 2022a; 2022b).
 
-A diffusion model trained with K (e.g. 1000) steps is sampled in ``n_steps`` (about 15) solver
-steps on the probability-flow ODE.  Work in log-SNR ``lambda_t = log(alpha_t / sigma_t)`` with
-``alpha_t = sqrt(abar_t)`` and ``sigma_t = sqrt(1 - abar_t)``; the data-prediction ("++") form is
-stable with x0 clipping.  The first step is first order (DDIM); later steps reuse the previous
-x0 prediction for a second-order multistep update.
+A diffusion model trained with K (e.g. 1000) steps is sampled in ``n_steps`` (about 15) model calls
+on the probability-flow ODE, in log-SNR ``lambda_t = log(alpha_t / sigma_t)`` with ``alpha_t =
+sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``.
+
+* ``dpm_solver_eps_sample``: what EDP's code samples with (``diffusion/dpm_solver.py`` and
+  ``nets.py`` of sail-sg/edp): DPM-Solver with *noise* prediction, singlestep, order 3
+  ("DPM-Solver-fast": orders [3, 3, 3, 3, 2, 1] for 15 calls), time-uniform steps from t = 1 to
+  ``t_end`` = 1e-3 on the discrete schedule's continuous-time interpolation (``NoiseScheduleVP
+  ('discrete')``: t_n = (n + 1) / K, log alpha piecewise linear in t), the network fed the continuous
+  time ``(t - 1/K) K``, and eps clipped so that the implied x0 stays within the action bounds; the
+  final sample is not clipped.
+* ``dpm_solver_sample``: DPM-Solver++(2M) (data prediction, multistep, log-SNR spacing), a named
+  alternative (``sampler: dpm_solver_pp``): more accurate on narrow modes at the same cost.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 
@@ -70,3 +81,124 @@ def _clip(x, clip):
         return x.clamp(-clip, clip)
     low, high = clip
     return torch.maximum(torch.minimum(x, high), low)
+
+
+# ----------------------------------------------------------------------------- noise-prediction DPM-Solver (EDP's)
+
+
+def _interp(x: float, xp: np.ndarray, fp: np.ndarray) -> float:
+    """Piecewise-linear ``f(x)`` through ``(xp, fp)`` (``xp`` increasing), extrapolated linearly at both ends."""
+    i = int(np.clip(np.searchsorted(xp, x), 1, len(xp) - 1))
+    x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    return float(f0 + (f1 - f0) * (x - x0) / (x1 - x0))
+
+
+def singlestep_orders(n_steps: int, order: int = 3) -> list[int]:
+    """The orders of the outer steps of singlestep DPM-Solver for ``n_steps`` model calls (their sum)."""
+    if order == 3:
+        k = n_steps // 3 + 1
+        tail = {0: [2, 1], 1: [1], 2: [2]}[n_steps % 3]
+        return [3] * (k - 1 - (n_steps % 3 == 0)) + tail
+    if order == 2:
+        return [2] * (n_steps // 2) + [1] * (n_steps % 2)
+    if order == 1:
+        return [1] * n_steps
+    raise ValueError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
+
+
+def dpm_solver_eps_plan(alphas_cumprod, n_steps: int = 15, order: int = 3, t_end: float = 1e-3) -> list[dict]:
+    """Host-side plan of singlestep noise-prediction DPM-Solver: one dict per outer step.
+
+    ``t_end`` is raised to the schedule's first time 1/K when below it (K < 1000 with the code's 1e-3).
+
+    Each step: ``order``, and for its times ``s, s1, s2, t`` (those used by its order) the continuous
+    time, ``log_alpha``, ``sigma``, ``lambda``, the network's time input ``t_in = (t - 1/K) K`` and
+    the discrete index used for eps clipping.  All Python floats: sampling never syncs with a device.
+    """
+    abar = np.asarray(torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu(), dtype=np.float64)
+    n = len(abar)
+    if n < 2:
+        raise ValueError("DPM-Solver needs a schedule of at least 2 steps")
+    t_grid, log_alpha_grid = np.linspace(0.0, 1.0, n + 1)[1:], 0.5 * np.log(abar)
+
+    def point(t: float) -> dict:
+        la = _interp(t, t_grid, log_alpha_grid)
+        sigma = math.sqrt(-math.expm1(2 * la))
+        t_in = (t - 1.0 / n) * n
+        return {"t": t, "log_alpha": la, "sigma": sigma, "lam": la - math.log(sigma), "t_in": t_in,
+                "index": min(n - 1, max(0, int(t_in)))}  # int() truncates toward zero, as the code's cast
+
+    def at_lambda(lam: float) -> dict:  # inverse of lambda(t)
+        la = -0.5 * float(np.logaddexp(0.0, -2.0 * lam))
+        return point(_interp(la, log_alpha_grid[::-1].copy(), t_grid[::-1].copy()))
+
+    orders = singlestep_orders(n_steps, order)
+    # t_end below the first grid time 1/K extrapolates log alpha past 0 (sigma undefined: the code's K < 1000
+    # with t_end 1e-3 yields NaN); stop at the first grid time instead (= t_end at K = 1000)
+    t_end = max(t_end, 1.0 / n)
+    grid = np.linspace(1.0, t_end, n_steps + 1)                   # time-uniform
+    outer = grid[np.cumsum([0] + orders)]
+    plan = []
+    for o, s_t, t_t in zip(orders, outer[:-1], outer[1:]):
+        s, t = point(float(s_t)), point(float(t_t))
+        h = t["lam"] - s["lam"]
+        step = {"order": o, "h": h, "s": s, "t": t}
+        r1, r2 = (0.5, None) if o == 2 else (1 / 3, 2 / 3)
+        if o >= 2:
+            step["s1"], step["r1"] = at_lambda(s["lam"] + r1 * h), r1
+        if o == 3:
+            step["s2"], step["r2"] = at_lambda(s["lam"] + r2 * h), r2
+        plan.append(step)
+    return plan
+
+
+def dpm_solver_eps_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, order: int = 3, t_end: float = 1e-3,
+                          clip=None, generator=None, device=None, x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample ``shape`` with EDP's DPM-Solver (noise prediction, singlestep, time-uniform), no gradients.
+
+    ``denoise_fn(x: (B, ...), t_in: (B,) float) -> eps`` (the network takes a continuous step);
+    ``clip``: None, a float bound or a ``(low, high)`` pair: eps is clipped so that the implied
+    ``x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps`` stays inside it (at the discrete step below t).
+    Returns the sample at ``t_end``, not clipped (as the code).
+    """
+    device = device or schedule.alphas_cumprod.device
+    key = (n_steps, order, t_end)
+    cache = schedule.__dict__.setdefault("_dpm_eps_plans", {})
+    if key not in cache:
+        cache[key] = dpm_solver_eps_plan(schedule.alphas_cumprod, n_steps, order, t_end)
+    plan, h_tab = cache[key], schedule.host
+    if clip is not None and not isinstance(clip, (int, float)):
+        low, high = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in clip)
+    elif clip is not None:
+        low, high = -float(clip), float(clip)
+    batch = shape[0]
+
+    def eps_at(x, p):
+        eps = denoise_fn(x, torch.full((batch,), p["t_in"], device=device, dtype=torch.float32))
+        if clip is None:
+            return eps
+        x_w, e_w = h_tab["sqrt_recip_alphas_cumprod"][p["index"]], h_tab["sqrt_recipm1_alphas_cumprod"][p["index"]]
+        return torch.clamp(eps, (x_w * x - high) / e_w, (x_w * x - low) / e_w)
+
+    with torch.no_grad():
+        x = torch.randn(shape, device=device, generator=generator) if x_T is None else x_T.to(device)
+        for st in plan:
+            s, t, h = st["s"], st["t"], st["h"]
+            e_s = eps_at(x, s)
+            phi_1 = math.expm1(h)
+            x_t = math.exp(t["log_alpha"] - s["log_alpha"]) * x - (t["sigma"] * phi_1) * e_s
+            if st["order"] == 2:
+                s1, r1 = st["s1"], st["r1"]
+                x_s1 = math.exp(s1["log_alpha"] - s["log_alpha"]) * x - (s1["sigma"] * math.expm1(r1 * h)) * e_s
+                x_t = x_t - (0.5 / r1) * (t["sigma"] * phi_1) * (eps_at(x_s1, s1) - e_s)
+            elif st["order"] == 3:
+                s1, s2, r1, r2 = st["s1"], st["s2"], st["r1"], st["r2"]
+                phi_22 = math.expm1(r2 * h) / (r2 * h) - 1.0
+                phi_2 = phi_1 / h - 1.0
+                x_s1 = math.exp(s1["log_alpha"] - s["log_alpha"]) * x - (s1["sigma"] * math.expm1(r1 * h)) * e_s
+                e_s1 = eps_at(x_s1, s1)
+                x_s2 = (math.exp(s2["log_alpha"] - s["log_alpha"]) * x - (s2["sigma"] * math.expm1(r2 * h)) * e_s
+                        - (r2 / r1) * (s2["sigma"] * phi_22) * (e_s1 - e_s))
+                x_t = x_t - (1.0 / r2) * (t["sigma"] * phi_2) * (eps_at(x_s2, s2) - e_s)
+            x = x_t
+        return x

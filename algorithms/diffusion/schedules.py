@@ -13,13 +13,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-BETA_SCHEDULES = ("linear", "cosine", "vp")
+BETA_SCHEDULES = ("linear", "linear_scaled", "cosine", "vp")
 
 
 def make_betas(kind: str, n_timesteps: int) -> torch.Tensor:
     """Betas ``(K,)`` float32 of a named schedule.
 
-    * ``linear``: DDPM's ``linspace(1e-4, 2e-2, K)`` (Diffusion-QL's ``linear_beta_schedule``).
+    * ``linear``: DDPM's ``linspace(1e-4, 2e-2, K)`` (Diffusion-QL's ``linear_beta_schedule``; diffusers').
+      Made for K = 1000: at K = 5 the last step keeps abar_K = 0.95, sampling then starts from N(0, I) at a
+      step whose marginal is far from it.
+    * ``linear_scaled``: EDP's (guided-diffusion's) linear schedule for any K, ``linspace(1e-4, 2e-2, K) * 1000 / K``
+      (abar_K < 1e-4 at every K >= 20), betas capped at 0.999 as improved DDPM's schedules are (the rescaled
+      betas pass 1 below K = 20, where EDP's code fails): abar_K < 1e-6 at K = 5.
     * ``cosine``: squared cosine (Nichol & Dhariwal 2021, s = 0.008, betas clipped at 0.999), the same
       as diffusers' ``squaredcos_cap_v2`` that Diffusion Policy uses:
       ``beta_i = min(1 - abar(i+1/K) / abar(i/K), 0.999)``, ``abar(t) = cos((t + s) / (1 + s) * pi/2)^2``.
@@ -31,6 +36,8 @@ def make_betas(kind: str, n_timesteps: int) -> torch.Tensor:
         raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
     if kind == "linear":
         betas = np.linspace(1e-4, 2e-2, K, dtype=np.float64)
+    elif kind == "linear_scaled":
+        betas = np.minimum(np.linspace(1e-4, 2e-2, K, dtype=np.float64) * (1000.0 / K), 0.999)
     elif kind == "cosine":
         def abar(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
