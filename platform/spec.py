@@ -495,16 +495,20 @@ def num_grid_points(spec: SweepSpec) -> int:
     return n
 
 
+TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run, but must ask for something
+
+
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
-    """CPU/GPU one trial holds while it runs (Train workers + evaluation actors)."""
+    """CPU/GPU one trial holds while it runs: Train workers, evaluation actors and its Tune function."""
     r = spec.resources
     workers = max(r.workers, 1)
-    return {"CPU": workers * r.cpus_per_worker * (r.workers > 0) + r.eval_actors * r.cpus_per_eval_actor,
-            "GPU": workers * r.gpus_per_worker}
+    return {"CPU": workers * r.cpus_per_worker * (r.workers > 0) + r.eval_actors * r.cpus_per_eval_actor
+            + TRAINABLE_CPU, "GPU": workers * r.gpus_per_worker}
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:
-    """How many trials fit at once: Train worker groups are not Tune-managed, so we cap it ourselves."""
+    """How many trials fit at once, counting everything a trial holds (``trial_resources``): Train worker
+    groups are not Tune-managed, so a trial started beyond this would wait on its workers."""
     if spec.search.max_concurrent:
         return spec.search.max_concurrent
     need = trial_resources(spec)

@@ -23,8 +23,8 @@ import os
 import sys
 import time
 
-from platform.spec import (SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points, param_space,
-                           trial_resources)
+from platform.spec import (TRAINABLE_CPU, SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points,
+                           param_space, trial_resources)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
@@ -45,13 +45,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run, but must ask for something
-
 
 LOCAL_START_ATTEMPTS = 3  # tries of a local ray.init that timed out during node start-up
 
 
-def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
+def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool = True) -> None:
     """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
 
     A local instance gets at least enough logical CPUs for one whole trial (``trial_cpus``: Train workers,
@@ -60,6 +58,8 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
 
     Workers import ``platform.*`` only if the project is on their path from the start: a job's
     ``--working-dir .`` does that on a cluster, ``runtime_env={"working_dir": repo}`` locally.
+    ``verbose=False``: workers' output (Train's result dumps, Ray's worker warnings) stays in Ray's log
+    files instead of the console.
     """
     import ray
 
@@ -71,10 +71,10 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
         # already carries the project to every worker.  Without it (the card's plain `ray job submit --
         # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
         # give them this checkout as their working_dir (Ray merges it with the job's env_vars).
-        ray.init()
+        ray.init(log_to_driver=verbose)
         if not _carries_project(ray.get_runtime_context().runtime_env):
             ray.shutdown()
-            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES})
+            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES}, log_to_driver=verbose)
             print(f"[sweep] the job's runtime env has no working_dir: shipping {REPO_ROOT} to the trials "
                   f"(as `ray job submit --working-dir .` would)", flush=True)
     else:
@@ -91,7 +91,7 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0) -> None:
                   f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
         for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
             try:
-                ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=verbose,
                          runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES,
                                       "env_vars": env_vars})
                 return
@@ -180,38 +180,53 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
 
 
 class ProgressPrinter:
-    """One short line per reported evaluation, and a line per finished or failed trial."""
+    """The console: one line per evaluation, per finished / stopped / failed trial, and every
+    ``status_every`` seconds a status line (trials running / done / pending, best so far, elapsed, ETA)."""
 
-    def __init__(self, metric: str, total: int):
+    def __init__(self, metric: str, total: int, steps: int = 0, mode: str = "max", status_every: float = 30.0):
         from ray.tune import Callback
         from ray.tune.stopper import Stopper
 
-        self.done = 0
+        self.done, self.import_error = 0, None
+        self.t0, self.last_status = time.time(), time.time()
+        self.progress: dict[str, int] = {}  # trial id -> last reported step
+        self.best: tuple[float, str] | None = None
+        printer = self
+        sign = 1.0 if mode == "max" else -1.0
 
         class _CB(Callback):
             def on_trial_result(cb, iteration, trials, trial, result):
+                printer.progress[trial.trial_id] = int(result.get("step") or 0)
                 if not result.get("is_eval", 1):
                     return
+                score = result.get(metric)
+                if isinstance(score, (int, float)) and math.isfinite(score) and (
+                        printer.best is None or sign * score > sign * printer.best[0]):
+                    printer.best = (float(score), trial.trial_id)
                 params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
                 print(f"[sweep] {trial.trial_id} step {result.get('step')}: {metric}="
-                      f"{_fmt(result.get(metric))}" + (f" ({params})" if params else ""), flush=True)
+                      f"{_fmt(score)}" + (f" ({params})" if params else ""), flush=True)
 
             def on_trial_complete(cb, iteration, trials, trial):
-                self.done += 1
-                print(f"[sweep] {trial.trial_id} finished ({self.done}/{total} trials done)", flush=True)
+                printer.done += 1
+                stopped = printer.progress.get(trial.trial_id, steps) < steps  # a scheduler (ASHA) stopped it
+                print(f"[sweep] {trial.trial_id} {'stopped early by the scheduler' if stopped else 'finished'} "
+                      f"({printer.done}/{total} trials done)", flush=True)
 
             def on_trial_error(cb, iteration, trials, trial):
-                self.done += 1
+                printer.done += 1
                 line = _last_line(trial.error_file)
-                print(f"[sweep] {trial.trial_id} FAILED ({self.done}/{total} trials done): {line}", flush=True)
-                if line.startswith(("ModuleNotFoundError", "ImportError")) and self.import_error is None:
+                print(f"[sweep] {trial.trial_id} FAILED ({printer.done}/{total} trials done): {line}", flush=True)
+                if line.startswith(("ModuleNotFoundError", "ImportError")) and printer.import_error is None:
                     # every later trial would fail the same way: stop launching them
-                    self.import_error = line
+                    printer.import_error = line
                     print("[sweep] an import error fails every trial alike: stopping the sweep", flush=True)
 
-        self.import_error: str | None = None
-        self.callback = _CB()
-        printer = self
+            def on_step_end(cb, iteration, trials, **info):
+                now = time.time()
+                if now - printer.last_status >= status_every:
+                    printer.last_status = now
+                    print(printer.status_line(trials), flush=True)
 
         class _StopOnImportError(Stopper):
             def __call__(self, trial_id, result):
@@ -220,7 +235,28 @@ class ProgressPrinter:
             def stop_all(self):
                 return printer.import_error is not None
 
-        self.stopper = _StopOnImportError()
+        self.total, self.steps = total, steps
+        self.callback, self.stopper = _CB(), _StopOnImportError()
+
+    def status_line(self, trials) -> str:
+        states = [t.status for t in trials]
+        running = states.count("RUNNING")
+        pending = states.count("PENDING") + max(0, self.total - len(trials))
+        elapsed = time.time() - self.t0
+        line = f"[sweep] {running} running, {self.done} done, {pending} pending"
+        if self.best is not None:
+            line += f" | best {_fmt(self.best[0])} ({self.best[1]})"
+        line += f" | {_duration(elapsed)} elapsed"
+        done_steps = sum(min(v, self.steps) for v in self.progress.values())
+        frac = done_steps / max(1, self.total * self.steps)
+        if 0.02 < frac < 1:
+            line += f", ETA {_duration(elapsed * (1 - frac) / frac)}"
+        return line
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _fmt(v):
@@ -252,7 +288,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     s = spec.search
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, spec_dict=spec.to_dict(), storage=storage),
-        {"cpu": TRAINABLE_CPU},
+        {"cpu": TRAINABLE_CPU},   # counted in trial_resources, so max_concurrent_trials leaves no trial starving
     )
     exp_path = os.path.join(storage, spec.name)
     if resume:
@@ -283,7 +319,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         from ray.tune.schedulers import FIFOScheduler
 
         scheduler = FIFOScheduler()
-    printer = ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec))
+    printer = ProgressPrinter(s.metric, s.num_samples * num_grid_points(spec), spec.train.steps, s.mode)
     callbacks = [printer.callback]
     if spec.wandb.enabled:
         callbacks.append(wandb_callback(spec))
@@ -300,13 +336,17 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     )
 
 
-def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False, report: bool = True) -> str:
+def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False, report: bool = True,
+              verbose: bool = False) -> str:
     """Run (or resume) a study; return the path of its Parquet dataset."""
     from platform import results
 
     storage = os.path.abspath(storage or spec.storage or default_storage())
     _check_storage(spec, storage)
-    init_ray(trial_cpus=trial_resources(spec)["CPU"] + TRAINABLE_CPU)
+    from platform.datasets import ensure_dataset
+
+    ensure_dataset(spec.dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
+    init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
     check_workers_import(spec.algorithm)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
     results.save_spec(spec, storage)
@@ -406,6 +446,8 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep; finished trials are kept")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the workers' own output (Train's per-step lines, Ray's worker warnings)")
     args = p.parse_args(argv)
     overrides = {}
     if args.num_samples is not None:
@@ -429,7 +471,7 @@ def main(argv=None) -> int:
               f"  storage {storage}")
         return 0
     try:
-        run_sweep(spec, storage, resume=args.resume, report=not args.no_report)
+        run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 Small files with known contents are written with h5py and checked against hand-computed
 transitions and against a literal port of ``d4rl.qlearning_dataset``.
 """
+import glob
 import os
 
 import h5py
@@ -445,3 +446,24 @@ def test_collect_episodes_one_per_env():
     lengths = np.diff(np.concatenate([[0], np.nonzero(data["terminals"] | data["timeouts"])[0] + 1]))
     assert len(data["episode_returns"]) == 4 and len(lengths) == 4
     assert lengths[0] < lengths[1:].min()  # env 0's one short episode is kept once, not four times
+
+
+SHIPPED = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "platform", "datasets", "policies", "*.pt")))
+
+
+def test_behaviour_policies_are_shipped():
+    assert "halfcheetah-medium" in SHIPPED, SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policy_replays_its_recorded_return(name):
+    """A shipped behaviour policy loads with weights_only, and its seeded check collection (one episode per env,
+    up to a few thousand steps) gives the returns recorded when it was exported, at D4RL's medium level."""
+    from platform.datasets.generate import check_shipped_policy, load_shipped_policy, medium_threshold
+
+    env, quality = name.split("-", 1)
+    _, meta = load_shipped_policy(env, quality)
+    assert meta["generator_version"] >= 2 and meta["eval_return_mean"] >= medium_threshold(env)
+    now, recorded = check_shipped_policy(env, quality)
+    np.testing.assert_allclose(now, recorded, rtol=0.05)  # same machine: equal; other CPUs: float drift in MuJoCo

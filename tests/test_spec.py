@@ -112,9 +112,9 @@ def test_missing_file():
 def test_resources_and_concurrency(tmp_path):
     spec = load_spec(write(tmp_path, GOOD))
     need = trial_resources(spec)
-    assert need == {"CPU": 1 + 0.5, "GPU": 0.0}
+    assert need == {"CPU": 1 + 0.5 + 0.01, "GPU": 0.0}  # workers + rollout actors + the Tune function
     assert max_concurrent_trials(spec, {"CPU": 2.0}) == 1
-    assert max_concurrent_trials(spec, {"CPU": 6.0}) == 4
+    assert max_concurrent_trials(spec, {"CPU": 6.0}) == 3  # 4 x 1.51 > 6: the 4th trial would starve
 
 
 def test_wandb_callback_is_offline_by_default(tmp_path, monkeypatch):

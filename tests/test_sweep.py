@@ -173,3 +173,29 @@ def test_workers_that_cannot_import_the_project_fail_fast(tmp_path):
                          env={**os.environ, "RAY_ADDRESS": ""})
     assert "ERROR Ray workers cannot import the project" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert "--working-dir ." in out.stdout and "platform" in out.stdout
+
+
+@pytest.mark.timeout(900)
+def test_two_concurrent_trials_really_overlap(tmp_path, data_dir):
+    """Two trials that fit a 2-CPU machine together (0.96 CPU each, everything counted) train at the same time."""
+    spec = tmp_path / "overlap.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: overlap
+        algorithm: dql
+        dataset: generated:pendulum-medium
+        train: {steps: 300, batch_size: 64, eval_every: 150, eval_episodes: 2, seeds: [0]}
+        search: {searcher: random, num_samples: 2, scheduler: fifo, space: {eta: {uniform: [0.5, 2.0]}}}
+        resources: {workers: 1, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.45}
+        """))
+    out = run_cli([str(spec), "--storage", str(tmp_path / "r"), "--no-report"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "r" / "overlap" / "metrics.parquet")
+    spans = []
+    for _, g in df.groupby("trial_id"):
+        start = g["time/first_step_unix"].min()
+        spans.append((start, start + g["time/total_s"].max()))
+    assert len(spans) == 2
+    (s0, e0), (s1, e1) = sorted(spans)
+    assert s1 < e0, f"the second trial started training at +{s1 - s0:.0f}s, after the first ended at +{e0 - s0:.0f}s"
+    # the console: no raw Ray result dumps without --verbose
+    assert "TrainingReport(" not in out.stdout + out.stderr and "[sweep] done" in out.stdout

@@ -213,6 +213,24 @@ def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
         return ""
 
 
+def ensure_dataset(name: str, cache_dir: str | None = None) -> None:
+    """Make a missing ``generated:`` dataset now if that is cheap (Pendulum, ``random``, a shipped behaviour
+    policy): a sweep calls this before its trials start, so they do not each wait on it."""
+    from platform.datasets import generate
+
+    kind, value = split_name(name)
+    if kind != "generated":
+        return
+    env, quality = generate.parse_name(value)
+    path = generated_path(value, cache_dir)
+    if not os.path.exists(path) and generate.is_cheap(env, quality):
+        if not generate.ENVS[env]["cheap"]:
+            print(f"[data] {name} is not in {os.path.dirname(path)} yet: collecting it from "
+                  f"{'a random policy' if quality == 'random' else 'the shipped behaviour policy'} (minutes)",
+                  flush=True)
+        generate.generate(env, quality, path)
+
+
 def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool | None = None) -> OfflineDataset:
     """Resolve a study's ``dataset:`` name to an ``OfflineDataset``.
 
@@ -253,5 +271,5 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
     return load_minari(value)
 
 
-__all__ = ["OfflineDataset", "load_dataset", "check_dataset", "dataset_env_id", "data_dir", "d4rl_dir",
+__all__ = ["OfflineDataset", "load_dataset", "ensure_dataset", "check_dataset", "dataset_env_id", "data_dir", "d4rl_dir",
            "split_name", "d4rl_path", "generated_path"]

@@ -6,18 +6,29 @@ ENV: ``pendulum`` (Pendulum-v1), ``halfcheetah``, ``hopper``, ``walker2d`` (gymn
 QUALITY, as in D4RL (Fu et al. 2020, section 5):
 
 * ``random``: a uniform random policy.
-* ``expert``: a fully trained policy (SAC, trained online here).
-* ``medium``: the same training stopped early, at the first evaluation whose return reaches a third of
-  the way from the random reference score to the final expert's return (D4RL: "about 1/3").
+* ``medium``: D4RL's level: a SAC policy stopped at the first evaluation whose return reaches a third of
+  the way from D4RL's random to D4RL's expert reference return (halfcheetah 3858, hopper 1065,
+  walker2d 1532; ``medium_threshold``).  A run that does not get there writes nothing and says what
+  it reached: a file never carries a D4RL name it does not match.
+* ``expert``: a fully trained SAC policy (its final evaluation at least 80 normalized).
 * ``medium-replay``: the medium agent's whole replay buffer (everything it saw until it got there).
 * ``medium-expert``: the medium and expert datasets concatenated.
 
-Behaviour policies act stochastically while collecting, as D4RL's did.  Episodes cut by the time
-limit are marked ``timeouts`` and only true terminations ``terminals``; a collection of exactly
-``--samples`` steps cuts its last episode (marked as a timeout, as D4RL's 1M-step files do).
-Files are written atomically and cached: without ``--out`` they go to the directory that
+Behaviour policies act stochastically while collecting, as D4RL's did, with their Gaussian noise drawn
+from the collection's seeded numpy generator: the same seed gives the same file on any machine.
+Episodes cut by the time limit are marked ``timeouts`` and only true terminations ``terminals``; a
+collection of exactly ``--samples`` steps cuts its last episode (marked as a timeout, as D4RL's 1M-step
+files do).  Files are written atomically and cached: without ``--out`` they go to the directory that
 ``generated:<env>-<quality>`` reads (``$DRL_DATA_DIR`` or ``~/.cache/diffusion-rl/datasets``), and an
 existing file is kept unless ``--force``.
+
+**Shipped behaviour policies** (``platform/datasets/policies/<env>-<quality>.pt``, a plain actor state
+dict of about 0.3 MB loaded with ``weights_only=True``, and ``.json`` with its SAC run: steps, every
+evaluation, the check returns): ``python -m platform.datasets.generate halfcheetah medium`` only
+*collects* 1M steps from it (16 envs, batched acting) and takes minutes; a sweep whose dataset is
+missing makes it before its trials start.  Which exist, what each cost and how far its data lands from
+D4RL's own file: ``platform/datasets/policies/README.md``.  ``--train`` trains SAC here instead;
+``--train --export-policy`` writes a new shipped policy (the medium snapshot) and no dataset.
 
 **Pendulum** (the quickstart's and the tests' data): no training.  The expert is a scripted
 energy-shaping swing-up with a PD balancer (``pendulum_expert``; deterministic return -150.7 per
@@ -29,24 +40,20 @@ seed 0 (mean episode return, normalized score, generation time; about 4 s more p
 imports; the 2 cores were shared with other jobs): random -1219.9 (1.0) 1.0 s; medium -750.1 (44.5)
 1.8 s; expert -149.9 (100.1) 1.1 s; medium-replay -983.3 (22.9) 1.9 s; medium-expert -450.0 (72.3) 3.7 s.
 
-**MuJoCo**: SAC (``algorithms/sac.py``: twin Q, auto-entropy, 256x256, lr 3e-4, batch 256, 10k random
-steps first) is trained for ``--steps`` env steps (default 1M, one gradient step per env step) and
-evaluated every ``--eval-every`` steps (5 deterministic episodes, each evaluated actor kept as a
-snapshot).  All qualities of one env and seed share one training run in a work directory next to the
-output (``<out dir>/work/<env>-sac-seed<S>/``): the agent, optimizer and RNG states plus the replay
+**MuJoCo with ``--train``**: SAC (``algorithms/sac.py``: twin Q, auto-entropy, 256x256, lr 3e-4, batch
+256, 10k random steps first) is trained for up to ``--steps`` env steps (one gradient step per env step)
+and evaluated every ``--eval-every`` steps (10 deterministic episodes, one per env; each evaluated actor
+kept as a snapshot).  All qualities of one env and seed share one training run in a work directory next
+to the output (``<out dir>/work/<env>-sac-seed<S>/``): the agent, optimizer and RNG states plus the replay
 buffer (npz chunks) are checkpointed every ``--checkpoint-every`` steps at an episode boundary, and a
 rerun continues from the last checkpoint (also to extend training with a larger ``--steps``).
-Collection then runs 16 environments with batched policy calls (``--samples``, default 1M per policy).
-Cost on this 2-core CPU (measured while other jobs shared the cores, load average 3-8, so these are
-pessimistic): a 20k-step HalfCheetah-v5 run (5k random steps, then one gradient step per env step)
-took 8.4 min, i.e. 30-45 SAC steps/s with one torch thread (two threads were 4x slower under that
-load); the gradient step dominates (about 0.66 GFLOP; env stepping alone is about 23k steps/s).
-*Extrapolated, not run*: D4RL's 1M-step training behind medium / expert / medium-replay takes about
-6-9 hours here (perhaps 3-5 h on idle cores), and a 1M-step collection with a trained policy about
-4 min (4.5k steps/s with 16 envs), with the random policy about 2.5 min (100k measured: 14.9 s, mean
-return -279.0 against D4RL's random reference -280.2).  Sanity check of the SAC implementation: on
-Pendulum-v1 it reaches -146 (deterministic eval) after 5k steps.  ``--device cuda``
-trains on a GPU; generate once, the files are cached.
+Cost on this 2-core CPU: about 50 SAC steps/s with one torch thread (the update, ~0.64 GFLOP, is most
+of it; the critic is frozen during the actor's pass and no metric is read per step), so a medium policy
+takes the 50k-200k steps SAC needs to reach the threshold (tens of minutes to about an hour), and
+D4RL's 1M-step expert about 6 hours; ``--device cuda`` trains on a GPU.  Collection: 1M steps with 16
+envs takes a few minutes; the random policy about 2.5 min (100k measured: 14.9 s, mean return -279.0
+against D4RL's random reference -280.2).  Sanity check of the SAC implementation: on Pendulum-v1 it
+reaches -146 (deterministic eval) after 5k steps.
 """
 from __future__ import annotations
 
