@@ -259,6 +259,37 @@ def _duration(s: float) -> str:
     return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+# Ray's own console lines that bury the sweep's (the raylet's worker-start warnings on a small machine, Train's
+# preemption watcher, Tune's pointers to its files): dropped from the console unless --verbose; Ray's log
+# files keep them.
+RAY_NOISE = ("worker processes have been started", "PreemptionWatcher", "To visualize your results with TensorBoard",
+             "View detailed results here", "Reporting training result")
+
+
+class _QuietStream:
+    """A text stream that drops whole lines containing any of ``RAY_NOISE`` and passes the rest on."""
+
+    def __init__(self, stream):
+        self.stream, self.buffer = stream, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            if not any(p in line for p in RAY_NOISE):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buffer and not any(p in self.buffer for p in RAY_NOISE):
+            self.stream.write(self.buffer)
+            self.buffer = ""
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -346,7 +377,9 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     from platform.datasets import ensure_dataset
 
     ensure_dataset(spec.dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
+    local = not (os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
     init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
+    spec = _without_missing_gpus(spec, local)
     check_workers_import(spec.algorithm)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
     results.save_spec(spec, storage)
@@ -379,6 +412,20 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     if n_trials == 0 or len(failed) == n_trials:
         raise SweepFailed(f"every trial failed ({len(failed)} of {n_trials}); results kept at {path}")
     return path
+
+
+def _without_missing_gpus(spec: SweepSpec, local: bool) -> SweepSpec:
+    """GPU when present: a study that asks for GPUs, run on a local Ray with none, trains on CPU (said in one
+    line) instead of waiting forever for a GPU.  A cluster may still add GPU nodes (autoscaling): kept."""
+    import dataclasses
+
+    import ray
+
+    if not local or spec.resources.gpus_per_worker <= 0 or ray.cluster_resources().get("GPU", 0) > 0:
+        return spec
+    print(f"[sweep] this machine has no GPU: training on CPU (resources.gpus_per_worker "
+          f"{spec.resources.gpus_per_worker:g} -> 0)", flush=True)
+    return dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, gpus_per_worker=0.0))
 
 
 class SweepFailed(RuntimeError):
@@ -470,6 +517,8 @@ def main(argv=None) -> int:
               f"{spec.search.space} x {spec.search.num_samples}\n  train {spec.train}\n  resources {spec.resources}\n"
               f"  storage {storage}")
         return 0
+    if not args.verbose:
+        sys.stdout, sys.stderr = _QuietStream(sys.stdout), _QuietStream(sys.stderr)
     try:
         run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose)
     except SpecError as e:

@@ -199,3 +199,16 @@ def test_two_concurrent_trials_really_overlap(tmp_path, data_dir):
     assert s1 < e0, f"the second trial started training at +{s1 - s0:.0f}s, after the first ended at +{e0 - s0:.0f}s"
     # the console: no raw Ray result dumps without --verbose
     assert "TrainingReport(" not in out.stdout + out.stderr and "[sweep] done" in out.stdout
+
+
+def test_quiet_console_drops_ray_noise_only():
+    import io
+
+    from platform.sweep import _QuietStream
+
+    out = io.StringIO()
+    q = _QuietStream(out)
+    q.write("[sweep] a step 1: x=1\n(raylet) WARNING: 8 PYTHON worker processes have been started on node\n[sw")
+    q.write("eep] done\n")
+    q.flush()
+    assert out.getvalue() == "[sweep] a step 1: x=1\n[sweep] done\n"
