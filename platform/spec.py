@@ -80,6 +80,8 @@ class SearchSpec:
     max_concurrent: int = 0        # 0 -> as many as the cluster's resources allow
     grace_period: int = 1          # ASHA: evaluations before a trial may be stopped
     reduction_factor: int = 2      # ASHA
+    n_startup_trials: int = -1     # TPE's random start-up trials; -1: a quarter of num_samples, at least 2
+    paper_default_first: bool = True  # trial 0 = the algorithm's defaults (the paper's setting) when in the space
     space: dict[str, Any] = field(default_factory=dict)
 
 
@@ -367,6 +369,8 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("search", "metric"), f"must be a reported metric such as eval/normalized_score, got {s.metric!r}")
     if s.num_samples < 1:
         c.fail(("search", "num_samples"), f"must be >= 1, got {s.num_samples}")
+    if s.n_startup_trials < -1:
+        c.fail(("search", "n_startup_trials"), f"must be >= 0, or -1 for a quarter of num_samples, got {s.n_startup_trials}")
     if s.max_concurrent < 0:
         c.fail(("search", "max_concurrent"), f"must be >= 0, got {s.max_concurrent}")
     if r.workers < 0 or r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_eval_actor <= 0:
@@ -485,6 +489,42 @@ def param_space(spec: SweepSpec) -> dict:
         else:
             out[key] = tune.grid_search(args)
     return out
+
+
+def startup_trials(spec: SweepSpec) -> int:
+    """TPE's random start-up trials: the YAML's, else a quarter of the budget, at least 2 (Optuna's default
+    of 10 made every study of 10 or fewer samples a random search)."""
+    s = spec.search
+    return s.n_startup_trials if s.n_startup_trials >= 0 else max(2, s.num_samples // 4)
+
+
+def paper_point(spec: SweepSpec) -> dict | None:
+    """The algorithm's defaults (the paper's setting) for every searched parameter, if all lie in the space.
+
+    Evaluated first (``points_to_evaluate``) so a study can only improve on the published configuration.
+    None for multi-algorithm studies, grids, or a default outside the searched range.
+    """
+    import algorithms
+
+    if spec.algorithms or not spec.search.space or not spec.search.paper_default_first:
+        return None
+    fields = algorithms.config_fields(spec.algorithm)
+    point = {}
+    for key, dist in spec.search.space.items():
+        if not isinstance(dist, dict) or key not in fields or key in spec.config:
+            return None
+        default = fields[key].default
+        (kind, args), = dist.items()
+        if kind in ("uniform", "loguniform", "int", "logint"):
+            if not isinstance(default, (int, float)) or isinstance(default, bool) or not args[0] <= default <= args[1]:
+                return None
+        elif kind == "choice":
+            if default not in args:
+                return None
+        else:  # grid: every value is run anyway
+            return None
+        point[key] = default
+    return point
 
 
 def num_grid_points(spec: SweepSpec) -> int:

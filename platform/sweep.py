@@ -24,7 +24,7 @@ import sys
 import time
 
 from platform.spec import (TRAINABLE_CPU, SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points,
-                           param_space, trial_resources)
+                           paper_point, param_space, startup_trials, trial_resources)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
@@ -312,6 +312,17 @@ def wandb_callback(spec: SweepSpec):
     return WandbLoggerCallback(project=spec.wandb.project, group=spec.name, mode=mode)
 
 
+def tpe_sampler(seed: int, n_startup_trials: int):
+    """The studies' Optuna sampler (see ``build_tuner``); tests compare it with random search."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate, constant_liar
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True,
+                                      constant_liar=True)
+
+
 def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     import ray
     from ray import tune
@@ -334,7 +345,11 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed))
+        # TPE that learns at this study's size: start-up trials scaled to the budget, a joint (multivariate)
+        # model of knobs that interact (eta with K; To/Tp/Ta), constant liar for trials running concurrently.
+        sampler = tpe_sampler(s.seed, startup_trials(spec))
+        point = paper_point(spec)
+        search_alg = OptunaSearch(sampler=sampler, points_to_evaluate=[point] if point else None)
     else:
         from ray.tune.search import BasicVariantGenerator
 
