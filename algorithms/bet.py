@@ -94,7 +94,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | Non
     """
     if x.shape[0] < k:
         raise ValueError(f"k-means needs at least n_bins={k} actions to fit, got {x.shape[0]}")
-    centers = x[torch.randperm(x.shape[0], generator=generator)[:k]].clone()
+    # index draws on the generator's device (a CUDA generator needs device=; a CPU one works for any x)
+    gdev = generator.device if generator is not None else x.device
+    centers = x[torch.randperm(x.shape[0], generator=generator, device=gdev)[:k].to(x.device)].clone()
     for _ in range(iters):
         assign = torch.cdist(x, centers).argmin(1)
         counts = torch.bincount(assign, minlength=k)
@@ -102,7 +104,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | Non
         empty = counts == 0
         centers = torch.where(empty[:, None], centers, sums / counts.clamp(min=1)[:, None])
         if empty.any():
-            centers[empty] = x[torch.randint(0, x.shape[0], (int(empty.sum()),), generator=generator)]
+            centers[empty] = x[torch.randint(0, x.shape[0], (int(empty.sum()),), generator=generator,
+                                             device=gdev).to(x.device)]
     return centers
 
 
@@ -179,7 +182,7 @@ class BET(RangeNormalized):
         """Fit the k-means bins on actions ``(..., act_dim)`` in env units (e.g. all the dataset's actions)."""
         x = self.normalize_action(torch.as_tensor(actions, dtype=torch.float32, device=self.device))
         self.centers = kmeans(x.reshape(-1, self.act_dim), self.config.n_bins, self.config.kmeans_iters,
-                              torch.Generator(device=self.device).manual_seed(0))
+                              torch.Generator().manual_seed(0))  # CPU draws: the same bins on any device
         self.fitted = True
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ One row per (trial, seed, report point)::
     train/<metric>..., eval/return_mean, eval/return_std, eval/normalized_score,
     eval/success_rate, ..., time/steps_per_s, node/train, node/eval, status, error
 
+A trial a scheduler stopped early has status ``STOPPED``.
 A failed trial keeps its rows (status ``ERROR``) and, if it never reported, gets one row with the
 reason in ``error``.  The file is written atomically (temp file + rename) and merged with what is
 already there, keyed by (sweep, trial_id, seed, step), so a resumed sweep appends without duplicates.
@@ -104,9 +105,12 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         trial_id = _trial_id(result)
         tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm and its fixed config
         params = {**tspec.config, **searched}
-        status = "ERROR" if result.error else "TERMINATED"
         history_dir = os.path.join(storage, spec.name, "_history") if storage else None
-        rows += rows_from_history(_trial_history(result, history_dir, trial_id), sweep=spec.name, trial_id=trial_id,
+        history = _trial_history(result, history_dir, trial_id)
+        last_step = max((int(h["step"]) for h in history if h.get("step") is not None), default=0)
+        # ended without an error before its budget: a scheduler (ASHA) stopped it
+        status = "ERROR" if result.error else "STOPPED" if last_step < spec.train.steps else "TERMINATED"
+        rows += rows_from_history(history, sweep=spec.name, trial_id=trial_id,
                                   algorithm=tspec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
                                   params=params, status=status, error=_error_line(result.error))
     return pd.DataFrame(rows)

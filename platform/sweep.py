@@ -358,9 +358,10 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     if s.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=s.grace_period,
-                                  reduction_factor=s.reduction_factor,
-                                  max_t=max(1, spec.train.steps // spec.train.eval_every + 1))
+        # rungs counted in evaluations (reports without one carry no eval/count and are ignored by ASHA)
+        n_evals = spec.train.steps // spec.train.eval_every + int(spec.train.steps % spec.train.eval_every != 0)
+        scheduler = ASHAScheduler(time_attr="eval/count", grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor, max_t=max(1, n_evals))
     else:
         from ray.tune.schedulers import FIFOScheduler
 

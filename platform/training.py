@@ -150,8 +150,12 @@ def train_loop(loop_config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seeds = spec.train.seeds[rank::world]
     r = spec.resources
-    use_gpu = r.gpus_per_worker > 0 and torch.cuda.is_available()
-    device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
+    if r.gpus_per_worker > 0 and not torch.cuda.is_available():
+        # never hold a GPU and train on the CPU without a word
+        raise RuntimeError(f"resources.gpus_per_worker is {r.gpus_per_worker:g} but torch {torch.__version__} on this "
+                           f"worker cannot use CUDA (a CPU build, or no driver): install torch's CUDA build there, "
+                           f"or set gpus_per_worker: 0")
+    device = ray.train.torch.get_device() if r.gpus_per_worker > 0 else torch.device("cpu")
     torch.set_num_threads(max(1, int(r.cpus_per_worker)))
     torch.set_flush_denormal(True)  # denormals make CPU matmuls several times slower late in training
 
@@ -169,7 +173,9 @@ def train_loop(loop_config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             for run in runs:
-                state = load_state(os.path.join(d, f"seed_{run.seed}.pt"), device)
+                # to CPU: Optimizer.load_state_dict moves the state to its parameters' devices but keeps Adam's
+                # `step` counters on the CPU, as a fresh optimizer has them (on the GPU they sync every step)
+                state = load_state(os.path.join(d, f"seed_{run.seed}.pt"), "cpu")
                 run.algo.load_state_dict(state["algo"])
                 start_step = int(state["step"])
         for run in runs:  # continue the random streams deterministically from the checkpoint step
@@ -218,9 +224,12 @@ def train_loop(loop_config: dict) -> None:
                     per_seed[run.seed].update(m)
             per_seed = _gather(per_seed, world)
             metrics = _aggregate(per_seed)
+            if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
+                metrics["eval/count"] = step // report_every + int(step % report_every != 0)
             metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
                             "time/steps_per_s": sps, "time/window_s": elapsed, "is_eval": int(is_eval),
-                            "node/train": train_node, "node/eval": eval_nodes, "world_size": world,
+                            "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
+                            "world_size": world,
                             "time/loop_start_unix": loop_start_unix, "time/first_step_unix": first_step_unix})
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
             if rank == 0:
@@ -274,6 +283,9 @@ def _config_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
+_GLOO_GROUP = None  # the metric gather's process group (made once per worker process)
+
+
 def _gather(per_seed: dict, world: int) -> dict:
     """All workers' per-seed metrics, on every worker (seeds are split across workers)."""
     if world == 1:
@@ -281,7 +293,12 @@ def _gather(per_seed: dict, world: int) -> dict:
     import torch.distributed as dist
 
     parts = [None] * world
-    dist.all_gather_object(parts, per_seed)
+    # small dicts of floats: gloo on CPU, never NCCL (which fails with "Duplicate GPU detected" when
+    # fractional GPUs put two ranks on one device)
+    global _GLOO_GROUP
+    if _GLOO_GROUP is None:
+        _GLOO_GROUP = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+    dist.all_gather_object(parts, per_seed, group=_GLOO_GROUP)
     merged = {}
     for p in parts:
         merged.update(p)
