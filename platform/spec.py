@@ -417,7 +417,11 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         except (TypeError, ValueError) as e:
             bad = next((k for k in point if k in str(e)), None)
             path = ("search", "space", bad) if bad else config_path
-            c.fail(path, f"invalid {spec.algorithm} config {params}: {e}")
+            if bad is None:  # the fixed config itself is invalid
+                c.fail(path, f"invalid {spec.algorithm} config {params}: {e}")
+            combo = ", ".join(f"{k}={v}" for k, v in point.items())
+            c.fail(path, f"the space contains an impossible {spec.algorithm} config ({combo}): {e}; restrict the "
+                         f"space so that every combination is valid")
 
 
 def _check_distribution(c: _Checker, path: tuple, dist) -> bool:
@@ -446,21 +450,26 @@ def _check_distribution(c: _Checker, path: tuple, dist) -> bool:
     return kind == "grid"
 
 
+MAX_CHECKED_POINTS = 4096
+
+
 def _corner_points(space: dict) -> list[dict]:
-    """A few points of the space (all lows, all highs, each choice) to validate configs early."""
-    lows, highs, points = {}, {}, []
+    """Every combination of the space's choices (and grids) with each continuous range's two ends, so that a
+    constraint between parameters (e.g. Diffusion Policy's horizons) fails before any trial is spent on it.
+    Past ``MAX_CHECKED_POINTS`` combinations: all lows, all highs and each choice alone."""
+    import itertools
+
+    axes: dict[str, list] = {}
     for key, dist in space.items():
         if not isinstance(dist, dict):
-            lows[key] = highs[key] = dist
+            axes[key] = [dist]
             continue
         (kind, args), = dist.items()
-        if kind in ("choice", "grid"):
-            lows[key], highs[key] = args[0], args[-1]
-            points += [{key: a} for a in args[1:-1]]
-        else:
-            lows[key], highs[key] = args[0], args[1]
-    fixed = {k: v for k, v in lows.items()}
-    return [lows, highs] + [{**fixed, **p} for p in points]
+        axes[key] = list(args) if kind in ("choice", "grid") else [args[0], args[1]]
+    if math.prod(len(v) for v in axes.values()) <= MAX_CHECKED_POINTS:
+        return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    lows = {k: v[0] for k, v in axes.items()}
+    return [lows, {k: v[-1] for k, v in axes.items()}] + [{**lows, k: a} for k, v in axes.items() for a in v[1:-1]]
 
 
 # ----------------------------------------------------------------------------- Tune

@@ -165,3 +165,24 @@ def test_multi_algorithm_errors_name_the_key(tmp_path, bad, key, reason):
     text = "\n".join(bad if line.startswith(field + ":") else line for line in MULTI.splitlines())
     e = err(tmp_path, text)
     assert e.key == key and reason in str(e), str(e)
+
+
+def test_impossible_combinations_fail_before_any_trial(tmp_path):
+    """Diffusion Policy's horizons: every combination of the space is checked, and the error names the line."""
+    text = textwrap.dedent("""\
+        name: horizons
+        algorithm: diffusion_policy
+        dataset: generated:pendulum-medium
+        search:
+          searcher: optuna
+          num_samples: 4
+          space:
+            obs_horizon: {choice: [1, 2]}
+            pred_horizon: {choice: [8, 16]}
+            action_horizon: {choice: [4, 8]}
+        """)
+    with pytest.raises(SpecError, match=r"horizons.yaml:8: search.space.obs_horizon: the space contains an impossible "
+                                        r"diffusion_policy config \(obs_horizon=2, pred_horizon=8, action_horizon=8\)"):
+        load_spec(write(tmp_path, text, "horizons.yaml"))
+    ok = text.replace("[8, 16]", "[16, 32]")
+    assert load_spec(write(tmp_path, ok, "horizons.yaml")).search.space["pred_horizon"] == {"choice": [16, 32]}
