@@ -955,7 +955,7 @@ def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs
                   if "node/eval" in df.columns else 0)
     doc.ul([
         f"Generated: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"Results: {', '.join(f'`{f}`' for f in files)}",
+        f"Results: {', '.join(f'`{_shown_path(f)}`' for f in files)}",
         f"Git commit (at report time): `{_git_commit()}`",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"Report machine: {os.cpu_count()} CPUs, processor `{_pyplatform.processor() or _pyplatform.machine()}`, "
@@ -972,6 +972,12 @@ def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs
             doc.pre(json.dumps(specs[sweep], indent=2, sort_keys=True, default=str))
         else:
             doc.p(f"No spec.json found beside the results of `{sweep}`.")
+
+
+def _shown_path(path: str) -> str:
+    """A results file as the report names it: relative to the repository when inside it (no machine's paths)."""
+    rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+    return rel if not rel.startswith("..") else os.path.basename(path)
 
 
 def build_report(paths: list[str], out_dir: str, protocol: str = "final") -> str:

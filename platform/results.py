@@ -99,11 +99,11 @@ def _error_line(err) -> str | None:
 def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.DataFrame:
     from platform.datasets import dataset_env_id
 
-    env = spec.env or dataset_env_id(spec.dataset)
     rows = []
     for result in grid:
         trial_id = _trial_id(result)
-        tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm and its fixed config
+        tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm, dataset and fixed config
+        env = tspec.env or dataset_env_id(tspec.dataset)
         params = {**tspec.config, **searched}
         history_dir = os.path.join(storage, spec.name, "_history") if storage else None
         history = _trial_history(result, history_dir, trial_id)
@@ -111,7 +111,7 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         # ended without an error before its budget: a scheduler (ASHA) stopped it
         status = "ERROR" if result.error else "STOPPED" if last_step < spec.train.steps else "TERMINATED"
         rows += rows_from_history(history, sweep=spec.name, trial_id=trial_id,
-                                  algorithm=tspec.algorithm, dataset=spec.dataset, env=env, seeds=spec.train.seeds,
+                                  algorithm=tspec.algorithm, dataset=tspec.dataset, env=env, seeds=spec.train.seeds,
                                   params=params, status=status, error=_error_line(result.error))
     return pd.DataFrame(rows)
 

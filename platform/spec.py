@@ -124,6 +124,7 @@ class SweepSpec:
     storage: str | None = None
     path: str = "<dict>"                        # the file it came from
     algorithms: list[str] = field(default_factory=list)  # several: a grid dimension; config keyed by name
+    datasets: list[str] = field(default_factory=list)    # several: a grid dimension (dataset: {grid: [...]})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,6 +137,13 @@ class SweepSpec:
         """
         params = dict(params)
         algorithm = params.pop("algorithm", None)
+        dataset = params.pop("dataset", None)
+        if self.datasets:
+            dataset = self.dataset if dataset is None else dataset  # validation views: the first dataset
+            if dataset not in self.datasets:
+                raise ValueError(f"trial dataset {dataset!r} is not one of the study's {self.datasets}")
+            view = dataclasses.replace(self, dataset=dataset, datasets=[])
+            return view.for_trial({**params, **({"algorithm": algorithm} if algorithm else {})})
         if not self.algorithms:
             return self, params
         if algorithm not in self.algorithms:
@@ -266,7 +274,7 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
     for req in ("name", "algorithm", "dataset"):
         if req not in data:
             c.fail((req,), "missing required key")
-        if req != "algorithm":
+        if req not in ("algorithm", "dataset") or (req == "dataset" and not isinstance(data[req], dict)):
             c.coerce((req,), data[req], "str")
     algorithm, algos = _parse_algorithm(c, data["algorithm"])
     name = data["name"]
@@ -288,14 +296,31 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
         sec, attr = key.split(".")
         setattr(sections[sec], attr, value)
     dataset = overrides.pop("dataset", None) if overrides else None
+    datasets = [] if dataset else _parse_datasets(c, data["dataset"])
     spec = SweepSpec(name=name, algorithm=algorithm, algorithms=algos,
-                     dataset=_absolute_paths(dataset or data["dataset"]), env=data.get("env"),
+                     dataset=_absolute_paths(dataset or (datasets[0] if datasets else data["dataset"])),
+                     datasets=[_absolute_paths(d) for d in datasets], env=data.get("env"),
                      config=config, storage=data.get("storage"), path=file, **sections)
+    if datasets and spec.search.searcher == "optuna":
+        c.fail(("dataset", "grid"), "a grid over datasets needs searcher: grid or random")
     if algos:
         _validate_multi(spec, c)
     else:
         _validate(spec, c)
     return spec
+
+
+def _parse_datasets(c: _Checker, value) -> list[str]:
+    """``dataset: name`` -> []; ``dataset: {grid: [a, b]}`` -> [a, b] (a grid dimension, like algorithms)."""
+    if isinstance(value, str):
+        return []
+    if isinstance(value, dict) and list(value) == ["grid"]:
+        names = value["grid"]
+        if (not isinstance(names, list) or not names or not all(isinstance(d, str) for d in names)
+                or len(set(names)) != len(names)):
+            c.fail(("dataset", "grid"), f"expected a list of distinct dataset names, got {names!r}")
+        return list(names)
+    c.fail(("dataset",), f"expected a dataset name or {{grid: [name, ...]}}, got {value!r}")
 
 
 def _parse_algorithm(c: _Checker, value) -> tuple[str, list[str]]:
@@ -480,6 +505,8 @@ def param_space(spec: SweepSpec) -> dict:
     from ray import tune
 
     out = {"algorithm": tune.grid_search(spec.algorithms)} if spec.algorithms else {}
+    if spec.datasets:
+        out["dataset"] = tune.grid_search(spec.datasets)
     for key, dist in spec.search.space.items():
         if not isinstance(dist, dict):
             out[key] = dist
@@ -515,7 +542,7 @@ def paper_point(spec: SweepSpec) -> dict | None:
     """
     import algorithms
 
-    if spec.algorithms or not spec.search.space or not spec.search.paper_default_first:
+    if spec.algorithms or spec.datasets or not spec.search.space or not spec.search.paper_default_first:
         return None
     fields = algorithms.config_fields(spec.algorithm)
     point = {}
@@ -537,7 +564,7 @@ def paper_point(spec: SweepSpec) -> dict | None:
 
 
 def num_grid_points(spec: SweepSpec) -> int:
-    n = max(1, len(spec.algorithms))
+    n = max(1, len(spec.algorithms)) * max(1, len(spec.datasets))
     for dist in spec.search.space.values():
         if isinstance(dist, dict) and "grid" in dist:
             n *= len(dist["grid"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -392,7 +393,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     _check_storage(spec, storage)
     from platform.datasets import ensure_dataset
 
-    ensure_dataset(spec.dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
+    for dataset in spec.datasets or [spec.dataset]:
+        ensure_dataset(dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
     local = not (os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
     init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
     spec = _without_missing_gpus(spec, local)
@@ -401,7 +403,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     results.save_spec(spec, storage)
     t0 = time.time()
     tuner = build_tuner(spec, storage, resume)
-    print(f"[sweep] {spec.name}: {spec.algorithm} on {spec.dataset}, {spec.search.num_samples} sample(s) x "
+    print(f"[sweep] {spec.name}: {spec.algorithm} on {' + '.join(spec.datasets) or spec.dataset}, "
+          f"{spec.search.num_samples} sample(s) x "
           f"{len(spec.train.seeds)} seed(s), {spec.train.steps} steps each; storage {storage}", flush=True)
     grid = tuner.fit()
     path = results.write_results(grid, spec, storage)
@@ -421,7 +424,14 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
         try:
             from platform.report import build_report
 
-            out = build_report([path], os.path.join(REPO_ROOT, "reports", spec.name))
+            out_dir = os.path.join(REPO_ROOT, "reports", spec.name)
+            os.makedirs(out_dir, exist_ok=True)
+            # the results beside the report (small): `python -m platform.report reports/<name>` rebuilds it anywhere
+            shutil.copyfile(path, os.path.join(out_dir, "metrics.parquet"))
+            spec_json = os.path.join(os.path.dirname(path), "spec.json")
+            if os.path.exists(spec_json):
+                shutil.copyfile(spec_json, os.path.join(out_dir, "spec.json"))
+            out = build_report([out_dir], out_dir)
             print(f"[sweep] report: {out}", flush=True)
         except Exception as e:  # the results are written; a report problem must not fail the sweep
             print(f"[sweep] report failed: {type(e).__name__}: {e}", flush=True)
@@ -488,14 +498,15 @@ def _preflight(spec: SweepSpec) -> None:
     from platform.datasets import check_dataset
     from platform.envs import check_env_id
 
-    try:
-        env_id = check_dataset(spec.dataset)
-    except (ValueError, OSError, KeyError, ImportError) as e:  # OSError: FileNotFoundError, unreadable files
-        raise SpecError(spec.path, "dataset", str(e)) from None
-    try:
-        check_env_id(spec.env or env_id)
-    except ValueError as e:
-        raise SpecError(spec.path, "env" if spec.env else "dataset", str(e)) from None
+    for dataset in spec.datasets or [spec.dataset]:
+        try:
+            env_id = check_dataset(dataset)
+        except (ValueError, OSError, KeyError, ImportError) as e:  # OSError: FileNotFoundError, unreadable files
+            raise SpecError(spec.path, "dataset", str(e)) from None
+        try:
+            check_env_id(spec.env or env_id)
+        except ValueError as e:
+            raise SpecError(spec.path, "env" if spec.env else "dataset", str(e)) from None
 
 
 def main(argv=None) -> int:

@@ -186,3 +186,23 @@ def test_impossible_combinations_fail_before_any_trial(tmp_path):
         load_spec(write(tmp_path, text, "horizons.yaml"))
     ok = text.replace("[8, 16]", "[16, 32]")
     assert load_spec(write(tmp_path, ok, "horizons.yaml")).search.space["pred_horizon"] == {"choice": [16, 32]}
+
+
+def test_dataset_grid_is_a_trial_dimension(tmp_path):
+    text = textwrap.dedent("""\
+        name: table
+        algorithm: {grid: [bc, dql]}
+        dataset: {grid: [generated:pendulum-medium, generated:pendulum-random]}
+        config: {dql: {n_timesteps: 5}}
+        search: {searcher: grid, num_samples: 1}
+        """)
+    spec = load_spec(write(tmp_path, text))
+    assert spec.datasets == ["generated:pendulum-medium", "generated:pendulum-random"]
+    from platform.spec import num_grid_points
+
+    assert num_grid_points(spec) == 4
+    view, params = spec.for_trial({"algorithm": "dql", "dataset": "generated:pendulum-random"})
+    assert (view.algorithm, view.dataset, view.config, params) == ("dql", "generated:pendulum-random",
+                                                                   {"n_timesteps": 5}, {})
+    with pytest.raises(SpecError, match="needs searcher: grid or random"):
+        load_spec(write(tmp_path, text.replace("searcher: grid", "searcher: optuna")))

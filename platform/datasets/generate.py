@@ -124,8 +124,9 @@ def cached_path(env: str, quality: str, cache_dir: str | None = None) -> str:
 
 def missing_message(env: str, quality: str, path: str) -> str:
     cost = ("minutes (1M steps of the shipped behaviour policy)" if is_cheap(env, quality) else
-            "hours on a CPU with --train (SAC training, resumable; see the module docstring)")
-    return (f"generate it once with `python -m platform.datasets.generate {env} {quality} --out {path}` "
+            "an hour or more on a CPU: SAC training, resumable; no behaviour policy is shipped for it yet")
+    train = "" if is_cheap(env, quality) else " --train"
+    return (f"generate it once with `python -m platform.datasets.generate {env} {quality}{train} --out {path}` "
             f"(takes {cost}), or call load_dataset(..., allow_generate=True)")
 
 
