@@ -13,8 +13,8 @@ Faithful by default to the authors' code (sail-sg/edp: ``diffusion/{diffusion,dq
 dpm_solver}.py``); every deviation is a named option, off by default:
 
 * Schedule ``linear_scaled``: DDPM's linear betas rescaled by 1000/K (the code's), so abar_K is near 0 at
-  every K; below K = 20 the rescaled betas would pass 1 (the code then fails), so they are capped at
-  0.999 as improved DDPM's schedules are.  K = 1000 with DPM-Solver is the paper's efficient setting
+  every K; at K <= 20 the rescaled betas reach 1 (the code then fails) and capping them leaves a
+  degenerate chain, so there it is Diffusion-QL's VP schedule (``make_betas``).  K = 1000 with DPM-Solver is the paper's efficient setting
   (the code's default is K = 100 with the full DDPM chain: ``sampler: ddpm, n_timesteps: 100``).
 * Sampler ``dpm_solver``: noise-prediction DPM-Solver, singlestep order 3, time-uniform, eps clipped
   to keep x0 in the action box, t_end 1e-3, 15 calls, for acting *and* the critic's target actions
