@@ -92,11 +92,11 @@ def task_key(name: str) -> str:
 
 
 def domain(name: str) -> str:
-    key = task_key(name)
-    for d in ("antmaze", "kitchen", "pen", "door", "hammer", "relocate"):
-        if key.startswith(d):
-            return "adroit" if d in ("pen", "door", "hammer", "relocate") else d
-    return "other"
+    """``"antmaze"``, ``"kitchen"``, ``"adroit"`` or ``"other"``, from the task's first word (``pendulum`` is not ``pen``)."""
+    first = task_key(name).split("-")[0]
+    if first in ("antmaze", "kitchen"):
+        return first
+    return "adroit" if first in ("pen", "door", "hammer", "relocate") else "other"
 
 
 @dataclass
@@ -163,6 +163,9 @@ class EDPConfig:
     """Deviation: sample the candidates from the target policy (the code: the online policy)."""
     act_with_target_critic: bool = False
     """Deviation: rank the candidates with the target critics (the code: the online critics)."""
+    guide_after_critic_update: bool = False
+    """Deviation (TD3 backbone): the guide term from Q1 of the critic *after* this step's update (Diffusion-QL's
+    order); the code uses Q1 or Q2 at random from the critic before it."""
 
     def __post_init__(self):
         def need(ok: bool, msg: str):
@@ -350,7 +353,12 @@ class EDP:
             q1, q2 = self.critic(s, a)
             q1_loss, q2_loss = F.mse_loss(q1, target), F.mse_loss(q2, target)
             # the policy's guide term uses the critics *before* this step's update (one set of params, as the code)
-            if c.backbone == "td3":
+            if c.backbone == "td3" and c.guide_after_critic_update:
+                q1_gn = self._step(self.q1_opt, q1_loss, q1_params)
+                q2_gn = self._step(self.q2_opt, q2_loss, q2_params)
+                q_new = self.critic.q1_model(torch.cat([s, a0_hat], -1))
+                guide_loss = -(c.alpha / q_new.abs().mean().detach()) * q_new.mean()
+            elif c.backbone == "td3":
                 use_q1 = torch.rand((), device=dev) > 0.5        # Q1 or Q2 at random; a tensor coin: no sync
                 q_new = torch.where(use_q1, self.critic.q1_model(torch.cat([s, a0_hat], -1)),
                                     self.critic.q2_model(torch.cat([s, a0_hat], -1)))
@@ -369,8 +377,9 @@ class EDP:
                 guide_loss = -(lam * log_prob).mean()
             actor_loss = diff_loss + guide_loss
             actor_gn = self._step(self.actor_opt, actor_loss, actor_params)
-        q1_gn = self._step(self.q1_opt, q1_loss, q1_params)
-        q2_gn = self._step(self.q2_opt, q2_loss, q2_params)
+        if not (c.backbone == "td3" and c.guide_after_critic_update):
+            q1_gn = self._step(self.q1_opt, q1_loss, q1_params)
+            q2_gn = self._step(self.q2_opt, q2_loss, q2_params)
 
         # target policy (step counted after the increment, as the code) and target critics
         self.step += 1

@@ -262,6 +262,11 @@ def test_dataset_actions_and_rewards_as_the_code():
                                         episode_ends=np.array([3])))
     torch.testing.assert_close(kitchen.shape_rewards(torch.tensor([[0.0], [2.0], [4.0]])),
                                torch.tensor([[-1.0], [0.0], [1.0]]))    # min-max to [-1, 1]
+    pendulum = EDP(EDPConfig(n_timesteps=10, sampler="ddpm"), SPEC)
+    pendulum.fit_dataset(SimpleNamespace(name="generated:pendulum-medium", rewards=np.array([-3.0, -1.0]),
+                                         episode_ends=np.array([2])))
+    assert pendulum.shaping == "none"  # "pendulum" is not Adroit's "pen"
+    torch.testing.assert_close(pendulum.shape_rewards(r), r)
     loco = EDP(EDPConfig(n_timesteps=10, sampler="ddpm", backbone="iql"), SPEC)
     loco.fit_dataset(SimpleNamespace(name="generated:hopper-medium", rewards=np.array([1.0, 2.0, -1.0, 0.0, 7.0]),
                                      episode_ends=np.array([2, 4, 5])))
