@@ -115,7 +115,7 @@ class ProjectImportError(RuntimeError):
     """The cluster's workers cannot import the project: no trial could run."""
 
 
-def check_workers_import(algorithm: str, timeout_s: float = 300.0) -> None:
+def check_workers_import(algorithm: str | list[str], timeout_s: float = 300.0) -> None:
     """Import the project and the study's algorithm in a Ray worker before any trial starts.
 
     A trial that cannot import ``platform.*`` would fail only after its Train run started; this fails the
@@ -124,20 +124,21 @@ def check_workers_import(algorithm: str, timeout_s: float = 300.0) -> None:
     import ray
 
     @ray.remote(num_cpus=0, max_retries=0)
-    def probe(name: str) -> str:
+    def probe(names: list[str]) -> str:
         import importlib
 
         try:
             importlib.import_module("platform.training")
             import algorithms
 
-            algorithms.get(name)
+            for name in names:
+                algorithms.get(name)
         except Exception as e:  # noqa: BLE001 - reported as one line
             return f"{type(e).__name__}: {e}"
         return ""
 
     try:
-        err = ray.get(probe.remote(algorithm), timeout=timeout_s)
+        err = ray.get(probe.remote([algorithm] if isinstance(algorithm, str) else list(algorithm)), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         raise ProjectImportError(f"a Ray worker did not start within {timeout_s:.0f} s to import the project "
                                  f"(is the cluster up and has it room for a 0-CPU task?)") from None
@@ -398,7 +399,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     local = not (os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
     init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
     spec = _without_missing_gpus(spec, local)
-    check_workers_import(spec.algorithm)
+    check_workers_import(spec.algorithms or spec.algorithm)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
     results.save_spec(spec, storage)
     t0 = time.time()
