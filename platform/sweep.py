@@ -192,11 +192,15 @@ class ProgressPrinter:
         self.done, self.import_error = 0, None
         self.t0, self.last_status = time.time(), time.time()
         self.progress: dict[str, int] = {}  # trial id -> last reported step
+        self.started: dict[str, float] = {}  # trial id -> when it started
         self.best: tuple[float, str] | None = None
         printer = self
         sign = 1.0 if mode == "max" else -1.0
 
         class _CB(Callback):
+            def on_trial_start(cb, iteration, trials, trial, **info):
+                printer.started.setdefault(trial.trial_id, time.time())
+
             def on_trial_result(cb, iteration, trials, trial, result):
                 printer.progress[trial.trial_id] = int(result.get("step") or 0)
                 if not result.get("is_eval", 1):
@@ -252,7 +256,13 @@ class ProgressPrinter:
         done_steps = sum(min(v, self.steps) for v in self.progress.values())
         frac = done_steps / max(1, self.total * self.steps)
         if 0.02 < frac < 1:
-            line += f", ETA {_duration(elapsed * (1 - frac) / frac)}"
+            # the whole study's pace, but never less than what its slowest running trial still needs at its own pace
+            eta = [elapsed * (1 - frac) / frac]
+            for t in trials:
+                step, t0 = self.progress.get(t.trial_id, 0), self.started.get(t.trial_id)
+                if t.status == "RUNNING" and step > 0 and t0 is not None:
+                    eta.append((time.time() - t0) * (self.steps - step) / step)
+            line += f", ETA {_duration(max(eta))}"
         return line
 
 

@@ -212,3 +212,19 @@ def test_quiet_console_drops_ray_noise_only():
     q.write("eep] done\n")
     q.flush()
     assert out.getvalue() == "[sweep] a step 1: x=1\n[sweep] done\n"
+
+
+def test_status_line_eta_waits_for_the_slowest_trial():
+    from types import SimpleNamespace
+
+    from platform.sweep import ProgressPrinter
+
+    p = ProgressPrinter("eval/normalized_score", total=2, steps=3000)
+    now = time.time()
+    p.t0 = now - 600
+    p.progress = {"a": 3000, "b": 1500}           # a finished; b is half-way after 10 minutes
+    p.started = {"a": now - 600, "b": now - 600}
+    p.done = 1
+    line = p.status_line([SimpleNamespace(trial_id="a", status="TERMINATED"),
+                          SimpleNamespace(trial_id="b", status="RUNNING")])
+    assert line.startswith("[sweep] 1 running, 1 done, 0 pending") and "ETA 10m0" in line, line
