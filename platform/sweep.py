@@ -371,9 +371,13 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         from ray.tune.schedulers import ASHAScheduler
 
         # rungs counted in evaluations (reports without one carry no eval/count and are ignored by ASHA)
-        n_evals = spec.train.steps // spec.train.eval_every + int(spec.train.steps % spec.train.eval_every != 0)
-        scheduler = ASHAScheduler(time_attr="eval/count", grace_period=s.grace_period,
-                                  reduction_factor=s.reduction_factor, max_t=max(1, n_evals))
+        n_evals = max(1, spec.train.steps // spec.train.eval_every + int(spec.train.steps % spec.train.eval_every != 0))
+        grace = min(s.grace_period, n_evals)
+        if grace < s.grace_period:  # e.g. --steps shortened the study: ASHA then only stops at the last evaluation
+            print(f"[sweep] ASHA: search.grace_period {s.grace_period} is more than the {n_evals} evaluation(s) of "
+                  f"{spec.train.steps} steps; using {grace}", flush=True)
+        scheduler = ASHAScheduler(time_attr="eval/count", grace_period=grace,
+                                  reduction_factor=s.reduction_factor, max_t=n_evals)
     else:
         from ray.tune.schedulers import FIFOScheduler
 
