@@ -571,6 +571,12 @@ def num_grid_points(spec: SweepSpec) -> int:
     return n
 
 
+def evaluations_until(step: int, eval_every: int) -> int:
+    """How many evaluations a run has made by ``step``: every ``eval_every`` steps, and once more at a last
+    step off that grid (the train loop's schedule; ASHA's clock)."""
+    return step // eval_every + int(step % eval_every != 0)
+
+
 TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run, but must ask for something
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 
 from platform.spec import (TRAINABLE_CPU, SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points,
-                           paper_point, param_space, startup_trials, trial_resources)
+                           evaluations_until, paper_point, param_space, startup_trials, trial_resources)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
@@ -45,6 +45,10 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
+
+def _on_cluster() -> bool:
+    """Inside a submitted job, or pointed at a cluster: Ray is there already (not a local instance of ours)."""
+    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
 
 
 LOCAL_START_ATTEMPTS = 3  # tries of a local ray.init that timed out during node start-up
@@ -67,7 +71,7 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
     if ray.is_initialized():
         return
     env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
+    if _on_cluster():
         # A submitted job (or an explicit cluster address).  With `--working-dir .` the job's runtime env
         # already carries the project to every worker.  Without it (the card's plain `ray job submit --
         # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
@@ -371,7 +375,7 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         from ray.tune.schedulers import ASHAScheduler
 
         # rungs counted in evaluations (reports without one carry no eval/count and are ignored by ASHA)
-        n_evals = max(1, spec.train.steps // spec.train.eval_every + int(spec.train.steps % spec.train.eval_every != 0))
+        n_evals = max(1, evaluations_until(spec.train.steps, spec.train.eval_every))
         grace = min(s.grace_period, n_evals)
         if grace < s.grace_period:  # e.g. --steps shortened the study: ASHA then only stops at the last evaluation
             print(f"[sweep] ASHA: search.grace_period {s.grace_period} is more than the {n_evals} evaluation(s) of "
@@ -410,7 +414,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
     for dataset in spec.datasets or [spec.dataset]:
         ensure_dataset(dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
-    local = not (os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
+    local = not _on_cluster()
     init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
     spec = _without_missing_gpus(spec, local)
     check_workers_import(spec.algorithms or spec.algorithm)

@@ -22,7 +22,7 @@ import torch
 
 import algorithms
 from platform.checkpoint import load_state, save_json, save_state
-from platform.spec import SweepSpec
+from platform.spec import SweepSpec, evaluations_until
 
 
 # ----------------------------------------------------------------------------- batches
@@ -225,7 +225,7 @@ def train_loop(loop_config: dict) -> None:
             per_seed = _gather(per_seed, world)
             metrics = _aggregate(per_seed)
             if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
-                metrics["eval/count"] = step // report_every + int(step % report_every != 0)
+                metrics["eval/count"] = evaluations_until(step, report_every)
             metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
                             "time/steps_per_s": sps, "time/window_s": elapsed, "is_eval": int(is_eval),
                             "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
