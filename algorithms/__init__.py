@@ -1,14 +1,17 @@
 """Algorithms: one readable file each, behind one small interface.  No Ray in here.
 
 An algorithm is a config dataclass (validated in ``__post_init__``, paper values as defaults)
-plus a class::
+plus a subclass of ``algorithms.common.Algorithm`` (the written contract; its docstring lists every
+method the platform calls)::
 
-    algo = Algo(config, spec, device)
+    algo = algorithms.build(name, config, spec, device)
+    algo.fit_dataset(data)                # dataset statistics (default: none needed)
     metrics = algo.update(batch)          # one gradient step -> {"train/...": float}
     actions = algo.act(obs)               # (B, To, obs_dim) -> (B, Ta, act_dim), no grad
     algo.state_dict() / algo.load_state_dict(d)   # plain tensors only
+    algo.policy_state_dict()              # what a rollout worker needs (default: state_dict())
 
-Class attributes tell the platform which data an algorithm eats:
+``data_kind`` tells the platform which data an algorithm eats:
 
 * ``data_kind = "transitions"``: batches of ``observations (B, obs_dim)``, ``actions (B, act_dim)``,
   ``rewards (B,)``, ``next_observations (B, obs_dim)``, ``terminals (B,)`` (D4RL qlearning format).
@@ -126,4 +129,21 @@ def build_config(name: str, params: dict):
     return config_cls(**params)
 
 
-__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "field"]
+def build(name: str, config, spec, device="cpu"):
+    """The one way to make an algorithm: ``config`` a config instance or a dict of its fields, ``spec`` an
+    ``EnvSpec`` or its dict (as stored in checkpoints), ``device`` a torch device or its name."""
+    import torch
+
+    from algorithms.common import Algorithm
+
+    config_cls, algo_cls = get(name)
+    if not issubclass(algo_cls, Algorithm):
+        raise TypeError(f"algorithm {name!r}: {algo_cls.__name__} does not subclass algorithms.common.Algorithm")
+    if isinstance(config, dict):
+        config = config_cls(**config)
+    if isinstance(spec, dict):
+        spec = EnvSpec.from_dict(spec)
+    return algo_cls(config, spec, torch.device(device))
+
+
+__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "build", "field"]

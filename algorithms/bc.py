@@ -31,7 +31,7 @@ import torch.nn as nn
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
 from algorithms.normalization import RangeNormalized, range_normalizer
-from algorithms.dql import coerce_field_types
+from algorithms.common import coerce_field_types
 
 _SQUASH_EPS = 1e-6  # keeps atanh finite for dataset actions lying exactly on the bounds
 
@@ -82,7 +82,7 @@ class BC(RangeNormalized):
     data_kind = "transitions"
 
     def __init__(self, config: BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.cfg = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         self.obs_dim = spec.obs_dim
         self.seq = c.data_kind == "sequences"

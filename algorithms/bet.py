@@ -33,9 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion_policy import lr_factor
+from algorithms.common import coerce_field_types, lr_factor
 from algorithms.normalization import RangeNormalized, range_normalizer
-from algorithms.dql import coerce_field_types
 
 
 @dataclass
@@ -163,7 +162,7 @@ class BET(RangeNormalized):
     data_kind = "sequences"
 
     def __init__(self, config: BETConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
         self.obs_horizon = self.pred_horizon = c.obs_horizon  # one action per observed step (DP: horizon = To)
@@ -181,19 +180,19 @@ class BET(RangeNormalized):
     def fit_bins(self, actions: torch.Tensor) -> None:
         """Fit the k-means bins on actions ``(..., act_dim)`` in env units (e.g. all the dataset's actions)."""
         x = self.normalize_action(torch.as_tensor(actions, dtype=torch.float32, device=self.device))
-        self.centers = kmeans(x.reshape(-1, self.act_dim), self.config.n_bins, self.config.kmeans_iters,
+        self.centers = kmeans(x.reshape(-1, self.act_dim), self.cfg.n_bins, self.cfg.kmeans_iters,
                               torch.Generator().manual_seed(0))  # CPU draws: the same bins on any device
         self.fitted = True
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GPT output ``(B, T, k (1 + act_dim))`` -> bin logits ``(B, T, k)``, offsets ``(B, T, k, act_dim)``."""
-        k = self.config.n_bins
+        k = self.cfg.n_bins
         return out[..., :k], out[..., k:].reshape(*out.shape[:-1], k, self.act_dim)
 
     # ------------------------------------------------------------------ training
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One AdamW step on focal(bins) + scale * MSE(offset of the true bin) over ``obs/action (B, To, .)``."""
-        c = self.config
+        c = self.cfg
         obs = batch["obs"].to(self.device, torch.float32)
         action = batch["action"].to(self.device, torch.float32)
         if obs.shape[1] != c.obs_horizon or action.shape[1] != c.obs_horizon:

@@ -27,7 +27,6 @@ shuffles epochs: ``SequenceSampler.epoch`` does that).  No Ray in here.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
+from algorithms.common import lr_factor
 from algorithms.diffusion.nets import SinusoidalPosEmb
 from algorithms.diffusion.samplers import ddim_sample, ddpm_sample
 from algorithms.diffusion.schedules import DiffusionSchedule
@@ -354,19 +354,6 @@ class TransformerForDiffusion(nn.Module):
 # ============================================================================ helpers
 
 
-def lr_factor(step: int, warmup: int, max_steps: int, schedule: str) -> float:
-    """diffusers' ``get_scheduler("cosine")``: linear warm-up from 0, then half a cosine to 0 at ``max_steps``.
-
-    (Past ``max_steps`` the rate stays at 0; diffusers' formula would rise again.)
-    """
-    if step < warmup:
-        return step / max(1, warmup)
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def ema_decay(step: int, power: float, inv_gamma: float, min_value: float, max_value: float,
               update_after_step: int = 0) -> float:
     """The public ``EMAModel.get_decay``: ``1 - (1 + s / inv_gamma) ** -power`` with ``s = step - after - 1``."""
@@ -389,7 +376,7 @@ class DiffusionPolicy(RangeNormalized):
     data_kind = "sequences"
 
     def __init__(self, config: DiffusionPolicyConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        self.config = c = config
+        self.cfg = c = config
         self.spec = spec
         self.device = torch.device(device)
         self.obs_horizon, self.pred_horizon, self.action_horizon = c.obs_horizon, c.pred_horizon, c.action_horizon
@@ -416,14 +403,14 @@ class DiffusionPolicy(RangeNormalized):
 
     def _eps(self, model: nn.Module, x_k, k, nobs):
         """Noise prediction ``(B, Tp, act_dim)`` for noisy chunks ``x_k``, steps ``k (B,)``, normalized obs."""
-        if self.config.backbone == "cnn":
+        if self.cfg.backbone == "cnn":
             return model(x_k, k, nobs.reshape(nobs.shape[0], -1))
         return model(x_k, k, nobs)
 
     # ------------------------------------------------------------------ training
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One gradient step on ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` (env units)."""
-        c = self.config
+        c = self.cfg
         obs = batch["obs"].to(self.device, torch.float32)[:, :c.obs_horizon]
         action = batch["action"].to(self.device, torch.float32)
         if action.shape[1] != c.pred_horizon or obs.shape[1] != c.obs_horizon:
@@ -461,7 +448,7 @@ class DiffusionPolicy(RangeNormalized):
     @torch.no_grad()
     def predict_chunk(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The whole denoised chunk: ``obs (B, To, obs_dim)`` -> ``(B, Tp, act_dim)``, env units."""
-        c = self.config
+        c = self.cfg
         obs = self.obs_window(obs)
         nobs = self.normalize_obs(obs)
         model = self.ema_model if self.ema_model is not None else self.model

@@ -35,8 +35,6 @@ The algorithm never seeds globally: the platform calls ``torch.manual_seed`` bef
 from __future__ import annotations
 
 import copy
-import dataclasses
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -44,38 +42,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
+from algorithms.common import Algorithm, TwinQ, coerce_field_types, ema_update, soft_update
 from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
 from algorithms.diffusion.samplers import ddpm_loss, ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
 
 REWARD_SHAPINGS = ("none", "antmaze", "normalize")
 LR_DECAY_SCHEDULES = ("code", "per_step")
-
-
-def coerce_field_types(cfg) -> None:
-    """Normalize a config dataclass's scalar fields in place, raising ``ValueError`` on a wrong type.
-
-    Search spaces hand over ``numpy.int64``, integral floats (``5.0``) or ints for float fields; the
-    algorithms want plain ``int`` / ``float`` / ``bool`` / ``str`` (JSON-able, hashable, exact).
-    """
-    for f in dataclasses.fields(cfg):
-        v, t = getattr(cfg, f.name), f.type if isinstance(f.type, str) else f.type.__name__
-        is_bool = isinstance(v, bool) or type(v).__name__ in ("bool", "bool_")  # numpy.bool(_) too
-        if t == "bool":
-            if not is_bool:
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be true or false, got {v!r}")
-            v = bool(v)
-        elif t == "int":
-            if is_bool or not isinstance(v, numbers.Real) or int(v) != v:
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be an integer, got {v!r}")
-            v = int(v)
-        elif t == "float":
-            if is_bool or not isinstance(v, numbers.Real):
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be a number, got {v!r}")
-            v = float(v)
-        elif t == "str" and not isinstance(v, str):
-            raise ValueError(f"{type(cfg).__name__}: {f.name} must be a string, got {v!r}")
-        setattr(cfg, f.name, v)
 
 
 @dataclass
@@ -171,28 +144,6 @@ class DQLConfig:
 # ----------------------------------------------------------------------------- shared pieces (EDP uses them too)
 
 
-class TwinQ(nn.Module):
-    """Two independent Q networks, 3 x ``hidden`` Mish each (the code's ``Critic``; same parameter names).
-
-    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` and ``q_min`` likewise.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
-        super().__init__()
-        self.q1_model = mlp(obs_dim + act_dim, 1, hidden)
-        self.q2_model = mlp(obs_dim + act_dim, 1, hidden)
-
-    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([s, a], dim=-1)
-        return self.q1_model(x), self.q2_model(x)
-
-    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.q1_model(torch.cat([s, a], dim=-1))
-
-    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return torch.min(*self(s, a))
-
-
 class FusedTwinQ(nn.Module):
     """``TwinQ`` computed as one batched network: both heads' layer-l weights stacked ``(2, in, out)``,
     one ``baddbmm`` (and one Mish) per layer for the two heads instead of two of each.
@@ -273,18 +224,6 @@ class FusedTwinQ(nn.Module):
                 state_dict[f"{prefix}biases.{j}"] = torch.stack([b1, b2]).unsqueeze(1)
 
 
-@torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak: ``target <- tau * source + (1 - tau) * target`` for every parameter (one fused foreach op)."""
-    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """EMA: ``ema <- decay * ema + (1 - decay) * model`` for every parameter (the code's ``EMA``)."""
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-
-
 def select_by_q(candidates: torch.Tensor, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one of N candidates per state with probability softmax(Q) over the N.
 
@@ -297,13 +236,13 @@ def select_by_q(candidates: torch.Tensor, q: torch.Tensor, generator: torch.Gene
 # ----------------------------------------------------------------------------- Diffusion-QL
 
 
-class DiffusionQL:
+class DiffusionQL(Algorithm):
     """Diffusion-QL agent: ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state dicts."""
 
     data_kind = "transitions"
 
     def __init__(self, config: DQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.cfg = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
         self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)

@@ -58,11 +58,11 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.diffusion.dpm_solver import dpm_solver_eps_sample, dpm_solver_sample
-from algorithms.diffusion.nets import NoiseMLP
+from algorithms.diffusion.nets import NoiseMLP, mlp
 from algorithms.diffusion.samplers import ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
-from algorithms.dql import TwinQ, coerce_field_types, mlp, soft_update
-from algorithms.iql import advantage_weights, expectile_loss, reward_scale_from_returns
+from algorithms.common import (Algorithm, TwinQ, advantage_weights, coerce_field_types, expectile_loss,
+                               reward_scale_from_returns, soft_update)
 
 BACKBONES = ("td3", "iql", "crr")
 SAMPLERS = ("dpm_solver", "dpm_solver_pp", "ddpm")
@@ -198,7 +198,7 @@ class EDPConfig:
         need(self.update_ema_every >= 1 and self.step_start_ema >= 0, "update_ema_every >= 1, step_start_ema >= 0")
 
 
-class EDP:
+class EDP(Algorithm):
     """EDP agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"

@@ -54,9 +54,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
-from algorithms.diffusion_policy import lr_factor
+from algorithms.common import coerce_field_types, lr_factor
 from algorithms.normalization import RangeNormalized, action_range, minmax_normalizer
-from algorithms.dql import coerce_field_types
 
 DFO_SELECT = ("argmax", "sample")
 
@@ -167,7 +166,7 @@ class IBC(RangeNormalized):
     data_kind = "sequences"
 
     def __init__(self, config: IBCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        self.config = c = config
+        self.cfg = c = config
         self.spec = spec
         self.device = torch.device(device)
         self.obs_horizon, self.pred_horizon, self.action_horizon = c.obs_horizon, c.pred_horizon, c.action_horizon
@@ -206,7 +205,7 @@ class IBC(RangeNormalized):
     # ------------------------------------------------------------------ training
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One InfoNCE step on ``obs (B, To, obs_dim)``, ``action (B, Tp, act_dim)`` (env units)."""
-        c = self.config
+        c = self.cfg
         obs = batch["obs"].to(self.device, torch.float32)[:, :c.obs_horizon]
         action = batch["action"].to(self.device, torch.float32)
         if action.shape[1] != c.pred_horizon or obs.shape[1] != c.obs_horizon:
@@ -241,7 +240,7 @@ class IBC(RangeNormalized):
     @torch.no_grad()
     def dfo(self, nobs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Derivative-free optimization: ``nobs (B, To * obs_dim)`` normalized -> ``(B, Ta * act_dim)`` normalized."""
-        c = self.config
+        c = self.cfg
         B, M = nobs.shape[0], c.dfo_samples
         rows = torch.arange(B, device=self.device).unsqueeze(1)
         samples = self._uniform(B, M, generator)
@@ -263,7 +262,7 @@ class IBC(RangeNormalized):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``obs (B, To, obs_dim)`` -> the executed actions ``(B, Ta, act_dim)``, env units."""
-        c = self.config
+        c = self.cfg
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
         obs = self.obs_window(obs)
         nobs = self.normalize_obs(obs).reshape(obs.shape[0], -1)

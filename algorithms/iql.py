@@ -38,45 +38,16 @@ import copy
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
-from algorithms.dql import coerce_field_types, soft_update
-from algorithms.td3bc import ObsNormalizer, TwinCritic, batch_tensors
+from algorithms.common import (Algorithm, ObsNormalizer, TwinCritic, advantage_weights, batch_tensors, coerce_field_types,
+                               expectile_loss, reward_scale_from_returns, soft_update)
 
 REWARD_SCALINGS = ("returns", "antmaze", "none")
-
-
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """IQL's asymmetric L2: ``mean |expectile - 1(diff < 0)| diff^2`` over any shape -> scalar."""
-    weight = torch.abs(expectile - (diff < 0).float())
-    return (weight * diff.pow(2)).mean()
-
-
-def advantage_weights(adv: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
-    """AWR weights ``min(exp(temperature * adv), max_weight)``, same shape as ``adv`` (IQL: beta 3, clip 100)."""
-    return torch.exp(temperature * adv).clamp(max=max_weight)
-
-
-def reward_scale_from_returns(rewards, episode_ends, steps: float = 1000.0) -> float:
-    """``steps / (max return - min return)`` over the episodes ``rewards[episode_ends[e-1]:episode_ends[e]]``.
-
-    ``rewards (N,)``, ``episode_ends (E,)`` exclusive ends (the last equal to N).  IQL's locomotion scaling
-    (CORL's ``modify_reward`` with ``max_episode_steps=1000``).
-    """
-    rewards, ends = np.asarray(rewards, dtype=np.float64), np.asarray(episode_ends, dtype=np.int64)
-    if len(ends) == 0 or ends[-1] != len(rewards):
-        raise ValueError(f"episode_ends must end at len(rewards)={len(rewards)}, got {ends[-3:]}")
-    returns = np.add.reduceat(rewards, np.concatenate([[0], ends[:-1]]))
-    spread = float(returns.max() - returns.min())
-    if not spread > 0:
-        raise ValueError(f"reward_scaling='returns' needs episodes with different returns, got one value "
-                         f"{returns.max():.6g} over {len(returns)} episodes")
-    return steps / spread
 
 
 @dataclass
@@ -147,13 +118,13 @@ class IQLConfig:
              f"min_log_std ({self.min_log_std}) must be < max_log_std ({self.max_log_std})")
 
 
-class IQL:
+class IQL(Algorithm):
     """IQL agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
 
     def __init__(self, config: IQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.cfg = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         dev = self.device
         self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=dev)

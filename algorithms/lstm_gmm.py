@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.normalization import RangeNormalized, range_normalizer
-from algorithms.dql import coerce_field_types
+from algorithms.common import coerce_field_types
 
 
 @dataclass
@@ -116,7 +116,7 @@ class LSTMGMM(RangeNormalized):
     data_kind = "sequences"
 
     def __init__(self, config: LSTMGMMConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
         self.obs_horizon = self.pred_horizon = c.obs_horizon  # one action per observed step
@@ -129,7 +129,7 @@ class LSTMGMM(RangeNormalized):
     # ------------------------------------------------------------------ the mixture
     def mixture(self, nobs: torch.Tensor, low_noise: bool = False) -> torch.distributions.Distribution:
         """Per-step GMM over normalized actions: batch shape ``(B, T)``, event shape ``(act_dim,)``."""
-        c = self.config
+        c = self.cfg
         logits, means, scales = self.model(nobs)
         if c.tanh_means:
             means = torch.tanh(means)
@@ -145,7 +145,7 @@ class LSTMGMM(RangeNormalized):
     # ------------------------------------------------------------------ training
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One Adam step on ``-log pi(a_t | o_1..t)`` averaged over ``obs (B, To, .)``, ``action (B, To, .)``."""
-        c = self.config
+        c = self.cfg
         obs = batch["obs"].to(self.device, torch.float32)
         action = batch["action"].to(self.device, torch.float32)
         if obs.shape[1] != c.obs_horizon or action.shape[1] != c.obs_horizon:
@@ -166,7 +166,7 @@ class LSTMGMM(RangeNormalized):
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         """One action per sequence from the last step's mixture: ``obs (B, T, obs_dim) -> (B, act_dim)``, env units."""
         self.model.eval()
-        dist = self.mixture(self.normalize_obs(obs), low_noise=self.config.low_noise_eval)
+        dist = self.mixture(self.normalize_obs(obs), low_noise=self.cfg.low_noise_eval)
         self.model.train()
         return self.unnormalize_action(dist.sample()[:, -1])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from algorithms import EnvSpec
+from algorithms.common import Algorithm
 
 
 def minmax_normalizer(low, high, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +43,7 @@ def range_normalizer(spec: EnvSpec, device: torch.device) -> dict[str, torch.Ten
                                              act_scale=act_scale, act_offset=act_offset).items()}
 
 
-class RangeNormalized:
+class RangeNormalized(Algorithm):
     """Mixin for a policy with ``self.normalizer`` (the dict above), ``self.device``, ``self.obs_dim`` and
     ``self.obs_horizon``: the three maps, the normalizer's state, and the check of ``act``'s input."""
 

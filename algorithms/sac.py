@@ -135,7 +135,7 @@ class SAC:
     """
 
     def __init__(self, config: SACConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        self.config, self.spec, self.device = config, spec, torch.device(device)
+        self.cfg, self.spec, self.device = config, spec, torch.device(device)
         c = config
         self.actor = Actor(spec.obs_dim, spec.act_dim, c.hidden_dim, c.n_hidden, spec.act_low,
                            spec.act_high).to(self.device)
@@ -156,7 +156,7 @@ class SAC:
         with torch.no_grad():
             next_act, next_logp = self.actor.sample(next_obs)
             next_q = self.critic_target(next_obs, next_act).min(0).values - alpha * next_logp
-            target = rew + self.config.gamma * (1.0 - term) * next_q
+            target = rew + self.cfg.gamma * (1.0 - term) * next_q
         q = self.critic(obs, act)
         critic_loss = ((q - target) ** 2).mean(1).sum()  # sum of the two MSEs, as cleanrl
         self.critic_opt.zero_grad(set_to_none=True)
@@ -181,7 +181,7 @@ class SAC:
 
         with torch.no_grad():
             for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.lerp_(p, self.config.tau)
+                tp.lerp_(p, self.cfg.tau)
         # 0-d tensors, not floats: reading a value every step would sync (and cost) for nothing
         return {"train/critic_loss": critic_loss.detach(), "train/actor_loss": actor_loss.detach(),
                 "train/alpha": alpha, "train/q_mean": q.detach().mean(), "train/entropy": -logp.detach().mean()}
@@ -197,7 +197,7 @@ class SAC:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "alpha_opt": self.alpha_opt.state_dict(), "config": asdict(self.config),
+                "alpha_opt": self.alpha_opt.state_dict(), "config": asdict(self.cfg),
                 "spec": self.spec.to_dict()}
 
     def load_state_dict(self, d: dict) -> None:

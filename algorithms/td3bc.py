@@ -31,14 +31,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
-from algorithms.dql import coerce_field_types, soft_update
+from algorithms.common import Algorithm, ObsNormalizer, TwinCritic, batch_tensors, coerce_field_types, soft_update
 
 
 @dataclass
@@ -95,75 +94,16 @@ class TD3BCConfig:
 # ----------------------------------------------------------------------------- pieces IQL shares
 
 
-class ObsNormalizer(nn.Module):
-    """``s -> (s - mean) / std`` with the dataset's per-dimension statistics (CORL's ``normalize_states``).
-
-    ``mean``, ``std`` ``(obs_dim,)`` and ``fitted`` are buffers: plain tensors in every state dict.
-    The identity until ``fit`` is called.
-    """
-
-    def __init__(self, obs_dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(obs_dim))
-        self.register_buffer("std", torch.ones(obs_dim))
-        self.register_buffer("fitted", torch.tensor(False))
-
-    @torch.no_grad()
-    def fit(self, observations, eps: float) -> None:
-        """Statistics of ``observations (N, obs_dim)`` (numpy or torch): ``mean``, population std ``+ eps``."""
-        x = observations.detach().cpu().numpy() if torch.is_tensor(observations) else np.asarray(observations)
-        if x.ndim != 2 or x.shape[1] != self.mean.shape[0] or len(x) == 0:
-            raise ValueError(f"ObsNormalizer.fit: expected observations (N, {self.mean.shape[0]}), got {x.shape}")
-        self.mean.copy_(torch.as_tensor(x.mean(0, dtype=np.float64)))
-        self.std.copy_(torch.as_tensor(x.std(0, dtype=np.float64) + eps))
-        self.fitted.fill_(True)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.mean) / self.std
-
-    def unnormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.std + self.mean
-
-
-class TwinCritic(nn.Module):
-    """Two independent Q networks on ``concat[s, a]``, ``n_hidden`` x ``hidden`` ReLU each (TD3's critics).
-
-    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` alone and ``q_min`` likewise.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
-        super().__init__()
-        self.q1_net = mlp(obs_dim + act_dim, 1, hidden, n_hidden, act=nn.ReLU)
-        self.q2_net = mlp(obs_dim + act_dim, 1, hidden, n_hidden, act=nn.ReLU)
-
-    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([s, a], dim=-1)
-        return self.q1_net(x), self.q2_net(x)
-
-    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.q1_net(torch.cat([s, a], dim=-1))
-
-    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return torch.min(*self(s, a))
-
-
-def batch_tensors(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """``(s (B, obs_dim), a (B, act_dim), r (B, 1), s2 (B, obs_dim), not_done (B, 1))`` as float32 on ``device``."""
-    f = lambda k: batch[k].to(device, torch.float32)  # noqa: E731
-    return (f("observations"), f("actions"), f("rewards").reshape(-1, 1), f("next_observations"),
-            1.0 - f("terminals").reshape(-1, 1))
-
-
 # ----------------------------------------------------------------------------- TD3+BC
 
 
-class TD3BC:
+class TD3BC(Algorithm):
     """TD3+BC agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
 
     def __init__(self, config: TD3BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
-        c = self.cfg = self.config = config
+        c = self.cfg = config
         self.spec, self.device = spec, torch.device(device)
         self.act_low = torch.tensor(spec.act_low, dtype=torch.float32, device=self.device)
         self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=self.device)

@@ -70,7 +70,7 @@ def bench_one(backbone: str, size: str, device: torch.device, batch: int, act_ba
     row["train_steps_per_s"] = 1.0 / sec
     row["train_samples_per_s"] = batch / sec
     for sampler, steps in (("ddim", 16), ("ddpm", 100)):
-        algo.config.sampler, algo.config.n_inference_steps = sampler, steps  # same weights, other sampler
+        algo.cfg.sampler, algo.cfg.n_inference_steps = sampler, steps  # same weights, other sampler
         for b in act_batches:
             obs = torch.rand(b, TO, OBS_DIM, device=device) * 512
             sec = _timed(lambda: algo.act(obs), device, min_iters=2, min_seconds=min_seconds / 2)

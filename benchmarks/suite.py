@@ -153,12 +153,12 @@ class DPDirect:
 
     def __init__(self, algo):
         self.a = algo
-        c = algo.config
+        c = algo.cfg
         self.opt = torch.optim.AdamW(algo.model.parameters(), lr=c.lr, betas=c.betas, eps=c.adam_eps,
                                      weight_decay=c.weight_decay, foreach=False)
 
     def __call__(self, batch):
-        a, c = self.a, self.a.config
+        a, c = self.a, self.a.cfg
         nobs, x0 = a.normalize_obs(batch["obs"]), a.normalize_action(batch["action"])
         noise = torch.randn_like(x0)
         k = torch.randint(0, c.n_timesteps, (x0.shape[0],))

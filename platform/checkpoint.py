@@ -66,13 +66,10 @@ def load_json(path: str) -> dict:
 
 def load_policy(checkpoint_dir: str, seed: int | None = None, device: str = "cpu"):
     """Rebuild a trained algorithm from a checkpoint directory written by ``platform.training``."""
-    import torch
-
     import algorithms
 
     meta = load_json(os.path.join(checkpoint_dir, "meta.json"))
     seed = meta["seeds"][0] if seed is None else seed
-    config_cls, algo_cls = algorithms.get(meta["algorithm"])
-    algo = algo_cls(config_cls(**meta["config"]), algorithms.EnvSpec.from_dict(meta["env_spec"]), torch.device(device))
+    algo = algorithms.build(meta["algorithm"], meta["config"], meta["env_spec"], device)
     algo.load_state_dict(load_state(os.path.join(checkpoint_dir, f"seed_{seed}.pt"), device)["algo"])
     return algo

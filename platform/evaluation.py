@@ -113,8 +113,7 @@ class RolloutActor:
         from platform.envs import make_env
 
         torch.set_num_threads(1)
-        config_cls, algo_cls = algorithms.get(algorithm)
-        self.algo = algo_cls(config_cls(**config), algorithms.EnvSpec.from_dict(env_spec), torch.device("cpu"))
+        self.algo = algorithms.build(algorithm, config, env_spec, "cpu")
         self.env_fns = [lambda: make_env(env_id) for _ in range(n_envs)]
 
     def evaluate(self, state: dict, seeds: list[int]) -> list[dict]:

@@ -12,6 +12,7 @@ This is the only module that knows Ray Train.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -82,7 +83,7 @@ class WindowSampler:
 
 
 def make_sampler(data, algo, device: torch.device):
-    kind = getattr(algo, "data_kind", "transitions")
+    kind = algo.data_kind
     if kind == "transitions":
         return TransitionSampler(data, device)
     if kind == "sequences":
@@ -101,23 +102,43 @@ class SeedRun:
     """One model (one seed) of a trial: the algorithm, its own batch sampler and metric sums."""
 
     def __init__(self, seed: int, spec: SweepSpec, config, env_spec, data, device):
-        _, algo_cls = algorithms.get(spec.algorithm)
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
-        self.seed = seed
-        self.algo = algo_cls(config, env_spec, device)
-        if hasattr(self.algo, "fit_dataset"):  # dataset statistics beyond EnvSpec (e.g. TD3+BC's state mean/std)
-            self.algo.fit_dataset(data)
+        self.seed, self.device = seed, device
+        self.algo = algorithms.build(spec.algorithm, config, env_spec, device)
+        self.algo.fit_dataset(data)  # dataset statistics beyond EnvSpec (e.g. TD3+BC's state mean/std)
+        # Each seed keeps its own torch RNG stream: seeds stepped in turn in one worker would otherwise draw
+        # from one shared stream, and seed s's run would depend on which other seeds share its trial.
+        self.rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         self.sampler = make_sampler(data, self.algo, device)
         self.sampler.reseed(seed, 0)
         self.sums: dict[str, float] = {}
         self.count = 0
 
     def step(self, batch_size: int, step: int) -> None:
-        metrics = self.algo.update(self.sampler.sample(batch_size))
+        with self.own_rng():
+            metrics = self.algo.update(self.sampler.sample(batch_size))
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
+
+    @contextlib.contextmanager
+    def own_rng(self):
+        """Swap this seed's torch RNG state in for the duration of the block (and save where it got to)."""
+        other = torch.get_rng_state()
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            other_cuda = torch.cuda.get_rng_state(self.device)
+            torch.cuda.set_rng_state(self.cuda_rng, self.device)
+        try:
+            yield
+        finally:
+            self.rng = torch.get_rng_state()
+            torch.set_rng_state(other)
+            if self.cuda_rng is not None:
+                self.cuda_rng = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(other_cuda, self.device)
 
     def train_metrics(self, step: int) -> dict[str, float]:
         """Means of the update metrics since the last call; raises on NaN/inf (a diverged trial)."""
@@ -177,6 +198,8 @@ def train_loop(loop_config: dict) -> None:
                 # `step` counters on the CPU, as a fresh optimizer has them (on the GPU they sync every step)
                 state = load_state(os.path.join(d, f"seed_{run.seed}.pt"), "cpu")
                 run.algo.load_state_dict(state["algo"])
+                if "rng" in state:  # checkpoints written before per-seed RNG streams have none
+                    run.rng = state["rng"].to("cpu", torch.uint8)
                 start_step = int(state["step"])
         for run in runs:  # continue the random streams deterministically from the checkpoint step
             run.sampler.reseed(run.seed, start_step)
@@ -218,7 +241,7 @@ def train_loop(loop_config: dict) -> None:
             eval_s = 0.0
             if is_eval:
                 tick = time.perf_counter()
-                results = pool.evaluate([_policy_state(run.algo) for run in runs], t.eval_episodes, t.eval_seed)
+                results = pool.evaluate([run.algo.policy_state_dict() for run in runs], t.eval_episodes, t.eval_seed)
                 eval_s = time.perf_counter() - tick
                 for run, m in zip(runs, results):
                     per_seed[run.seed].update(m)
@@ -241,7 +264,8 @@ def train_loop(loop_config: dict) -> None:
             if is_eval and (step % ckpt_every == 0 or step == t.steps):
                 with tempfile.TemporaryDirectory() as d:
                     for run in runs:
-                        save_state(os.path.join(d, f"seed_{run.seed}.pt"), {"algo": run.algo.state_dict(), "step": step})
+                        state = {"algo": run.algo.state_dict(), "step": step, "rng": run.rng}
+                        save_state(os.path.join(d, f"seed_{run.seed}.pt"), state)
                     if rank == 0:
                         save_json(os.path.join(d, "meta.json"), {
                             "algorithm": spec.algorithm, "config": config_dict, "env_spec": env_spec.to_dict(),
@@ -270,11 +294,6 @@ def _append_history(history_dir: str | None, trial_id: str | None, metrics: dict
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _policy_state(algo) -> dict:
-    """What rollout actors need: the acting weights only when the algorithm can say which (no optimizer state)."""
-    return algo.policy_state_dict() if hasattr(algo, "policy_state_dict") else algo.state_dict()
 
 
 def _config_dict(config) -> dict:

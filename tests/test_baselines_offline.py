@@ -42,9 +42,8 @@ class Data:
 
 
 def make(name, seed=0, data=None, **kw):
-    config_cls, algo_cls = algorithms.get(name)
     torch.manual_seed(seed)
-    algo = algo_cls(config_cls(**{**SMALL, **kw}), SPEC, "cpu")
+    algo = algorithms.build(name, {**SMALL, **kw}, SPEC)
     algo.fit_dataset(data or Data())
     return algo
 
@@ -206,10 +205,9 @@ def _train_and_score(name: str, seed: int) -> tuple[float, float]:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     data = load_dataset("generated:pendulum-medium")
-    config_cls, algo_cls = algorithms.get(name)
     torch.manual_seed(seed)
     params = {"max_steps": LEARN_STEPS} if name == "iql" else {}
-    algo = algo_cls(config_cls(**params), data.env_spec(), torch.device("cpu"))
+    algo = algorithms.build(name, params, data.env_spec())
     algo.fit_dataset(data)
     sampler = TransitionSampler(data, torch.device("cpu"))
     sampler.reseed(seed, 0)

@@ -61,6 +61,5 @@ def test_every_algorithm_updates_and_acts_on_cuda():
 
     spec = EnvSpec(obs_dim=5, act_dim=2)
     for name in algorithms.names():
-        config_cls, algo_cls = algorithms.get(name)
-        algo = algo_cls(config_cls(), spec, torch.device("cuda"))
+        algo = algorithms.build(name, {}, spec, "cuda")
         assert algo is not None

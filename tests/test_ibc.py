@@ -148,7 +148,7 @@ def test_ibc_recovers_both_modes():
     assert up + down > 0.9  # and almost nothing in between
     # the greedy "argmax" (the paper's default) commits to whichever mode has the lower energy: one mode,
     # never the average
-    algo.config.dfo_select = "argmax"
+    algo.cfg.dfo_select = "argmax"
     up, down = _mode_shares(algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0)))
     assert max(up, down) > 0.9, (up, down)
 

@@ -22,11 +22,9 @@ def train_and_score(name: str, steps: int, seed: int, **params) -> tuple[float, 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     data = load_dataset("generated:pendulum-medium")
-    config_cls, algo_cls = algorithms.get(name)
     torch.manual_seed(seed)
-    algo = algo_cls(config_cls(**params), data.env_spec(), torch.device("cpu"))
-    if hasattr(algo_cls, "fit_dataset"):
-        algo.fit_dataset(data)
+    algo = algorithms.build(name, params, data.env_spec())
+    algo.fit_dataset(data)
     sampler = TransitionSampler(data, torch.device("cpu"))
     sampler.reseed(seed, 0)
     t0 = time.perf_counter()

@@ -60,9 +60,8 @@ def test_bet_learns_from_scripted_demos(task, module, data_dir):
     spec = data.env_spec()
     random_success = _success(UniformRandomPolicy(spec.act_low, spec.act_high), data)
 
-    config_cls, algo_cls = algorithms.get("bet")
     torch.manual_seed(0)
-    algo = algo_cls(config_cls(), spec, torch.device("cpu"))
+    algo = algorithms.build("bet", {}, spec)
     sampler = make_sampler(data, algo, torch.device("cpu"))
     sampler.reseed(0, 0)
     losses = [algo.update(sampler.sample(256))["train/loss"] for _ in range(3000)]

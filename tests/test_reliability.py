@@ -64,10 +64,9 @@ def _tiny_dql():
 
     config = {"hidden_dim": 16, "n_timesteps": 3, "n_action_samples": 10}
     env_spec = algorithms.EnvSpec(obs_dim=3, act_dim=1, act_low=(-2.0,), act_high=(2.0,))
-    config_cls, algo_cls = algorithms.get("dql")
     torch.manual_seed(0)
-    algo = algo_cls(config_cls(**config), env_spec, torch.device("cpu"))
-    return algo, config_cls(**config), env_spec
+    algo = algorithms.build("dql", config, env_spec)
+    return algo, algo.cfg, env_spec
 
 
 @pytest.mark.slow  # a Ray start plus four evaluations: over the default run's budget on 2 busy cores

@@ -613,7 +613,7 @@ def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: s
         return data, {**attrs, "policy": f"SAC replay buffer up to step {medium['step']} (the medium agent's)"}
 
     def snapshot_actor(step: int):
-        actor = Actor(agent.spec.obs_dim, agent.spec.act_dim, agent.config.hidden_dim, agent.config.n_hidden,
+        actor = Actor(agent.spec.obs_dim, agent.spec.act_dim, agent.cfg.hidden_dim, agent.cfg.n_hidden,
                       agent.spec.act_low, agent.spec.act_high)
         actor.load_state_dict(load_state(os.path.join(work_dir, "snapshots", f"actor_{step:09d}.pt")))
         return actor.to(agent.device)

@@ -1,0 +1,237 @@
+"""The algorithm contract and the pieces several algorithms share.  No Ray in here.
+
+Every registered algorithm subclasses ``Algorithm`` and is built with ``algorithms.build(name, config,
+spec, device)``; the platform calls only the methods below, never probes for optional ones
+(``fit_dataset`` and ``policy_state_dict`` have defaults here).  ``tests/test_contract.py`` checks every
+registered algorithm against this contract.
+
+Shared pieces, one definition each: config type coercion, Polyak/EMA updates, the twin critics
+(Diffusion-QL/EDP's Mish ``TwinQ``, TD3's ReLU ``TwinCritic``), dataset state normalization, IQL's
+expectile loss and advantage weights (IQL and EDP's IQL backbone), and the warm-up + cosine learning
+rate factor (Diffusion Policy, IBC, BET).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from algorithms.diffusion.nets import mlp
+
+
+class Algorithm:
+    """The one interface between the platform and an algorithm.
+
+    ``Algo(config, spec, device)`` builds it (the platform seeds torch first); then::
+
+        algo.fit_dataset(data)        # once, before training: dataset statistics beyond the EnvSpec
+        metrics = algo.update(batch)  # one gradient step -> {"train/...": float}
+        actions = algo.act(obs)       # no grad; see data_kind for the shapes
+        algo.state_dict() / algo.load_state_dict(d)   # plain tensors only (checkpoints, resume)
+        algo.policy_state_dict()      # what a rollout worker needs to act (default: the whole state)
+
+    ``data_kind`` tells the platform which batches the algorithm eats: ``"transitions"`` (D4RL
+    qlearning format, ``act`` maps ``(B, 1, obs_dim) -> (B, 1, act_dim)``) or ``"sequences"`` (windows
+    ``obs (B, To, obs_dim)`` / ``action (B, Tp, act_dim)``; the instance then has ``obs_horizon``,
+    ``pred_horizon`` and ``action_horizon``, and ``act`` maps ``(B, To, obs_dim) -> (B, Ta, act_dim)``).
+    """
+
+    data_kind: ClassVar[str] = "transitions"
+
+    def fit_dataset(self, data) -> None:
+        """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__}.update")
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__}.act")
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError(f"{type(self).__name__}.state_dict")
+
+    def load_state_dict(self, d: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.load_state_dict")
+
+    def policy_state_dict(self) -> dict:
+        return self.state_dict()
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def coerce_field_types(cfg) -> None:
+    """Normalize a config dataclass's scalar fields in place, raising ``ValueError`` on a wrong type.
+
+    Search spaces hand over ``numpy.int64``, integral floats (``5.0``) or ints for float fields; the
+    algorithms want plain ``int`` / ``float`` / ``bool`` / ``str`` (JSON-able, hashable, exact).
+    """
+    for f in dataclasses.fields(cfg):
+        v, t = getattr(cfg, f.name), f.type if isinstance(f.type, str) else f.type.__name__
+        is_bool = isinstance(v, bool) or type(v).__name__ in ("bool", "bool_")  # numpy.bool(_) too
+        if t == "bool":
+            if not is_bool:
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be true or false, got {v!r}")
+            v = bool(v)
+        elif t == "int":
+            if is_bool or not isinstance(v, numbers.Real) or int(v) != v:
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be an integer, got {v!r}")
+            v = int(v)
+        elif t == "float":
+            if is_bool or not isinstance(v, numbers.Real):
+                raise ValueError(f"{type(cfg).__name__}: {f.name} must be a number, got {v!r}")
+            v = float(v)
+        elif t == "str" and not isinstance(v, str):
+            raise ValueError(f"{type(cfg).__name__}: {f.name} must be a string, got {v!r}")
+        setattr(cfg, f.name, v)
+
+
+# ----------------------------------------------------------------------------- target networks
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak: ``target <- tau * source + (1 - tau) * target`` for every parameter (one fused foreach op)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """EMA: ``ema <- decay * ema + (1 - decay) * model`` for every parameter (the code's ``EMA``)."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+
+
+# ----------------------------------------------------------------------------- critics and state normalization
+
+
+class TwinQ(nn.Module):
+    """Two independent Q networks, 3 x ``hidden`` Mish each (the code's ``Critic``; same parameter names).
+
+    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` and ``q_min`` likewise.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.q1_model = mlp(obs_dim + act_dim, 1, hidden)
+        self.q2_model = mlp(obs_dim + act_dim, 1, hidden)
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([s, a], dim=-1)
+        return self.q1_model(x), self.q2_model(x)
+
+    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.q1_model(torch.cat([s, a], dim=-1))
+
+    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.min(*self(s, a))
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q networks on ``concat[s, a]``, ``n_hidden`` x ``hidden`` ReLU each (TD3's critics).
+
+    ``forward(s (B, obs_dim), a (B, act_dim)) -> (q1 (B, 1), q2 (B, 1))``; ``q1`` alone and ``q_min`` likewise.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, n_hidden: int = 2):
+        super().__init__()
+        self.q1_net = mlp(obs_dim + act_dim, 1, hidden, n_hidden, act=nn.ReLU)
+        self.q2_net = mlp(obs_dim + act_dim, 1, hidden, n_hidden, act=nn.ReLU)
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([s, a], dim=-1)
+        return self.q1_net(x), self.q2_net(x)
+
+    def q1(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.q1_net(torch.cat([s, a], dim=-1))
+
+    def q_min(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.min(*self(s, a))
+
+
+class ObsNormalizer(nn.Module):
+    """``s -> (s - mean) / std`` with the dataset's per-dimension statistics (CORL's ``normalize_states``).
+
+    ``mean``, ``std`` ``(obs_dim,)`` and ``fitted`` are buffers: plain tensors in every state dict.
+    The identity until ``fit`` is called.
+    """
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim))
+        self.register_buffer("std", torch.ones(obs_dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, observations, eps: float) -> None:
+        """Statistics of ``observations (N, obs_dim)`` (numpy or torch): ``mean``, population std ``+ eps``."""
+        x = observations.detach().cpu().numpy() if torch.is_tensor(observations) else np.asarray(observations)
+        if x.ndim != 2 or x.shape[1] != self.mean.shape[0] or len(x) == 0:
+            raise ValueError(f"ObsNormalizer.fit: expected observations (N, {self.mean.shape[0]}), got {x.shape}")
+        self.mean.copy_(torch.as_tensor(x.mean(0, dtype=np.float64)))
+        self.std.copy_(torch.as_tensor(x.std(0, dtype=np.float64) + eps))
+        self.fitted.fill_(True)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) / self.std
+
+    def unnormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+
+def batch_tensors(batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``(s (B, obs_dim), a (B, act_dim), r (B, 1), s2 (B, obs_dim), not_done (B, 1))`` as float32 on ``device``."""
+    f = lambda k: batch[k].to(device, torch.float32)  # noqa: E731
+    return (f("observations"), f("actions"), f("rewards").reshape(-1, 1), f("next_observations"),
+            1.0 - f("terminals").reshape(-1, 1))
+
+
+# ----------------------------------------------------------------------------- IQL's losses (IQL, EDP's IQL backbone)
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """IQL's asymmetric L2: ``mean |expectile - 1(diff < 0)| diff^2`` over any shape -> scalar."""
+    weight = torch.abs(expectile - (diff < 0).float())
+    return (weight * diff.pow(2)).mean()
+
+
+def advantage_weights(adv: torch.Tensor, temperature: float, max_weight: float) -> torch.Tensor:
+    """AWR weights ``min(exp(temperature * adv), max_weight)``, same shape as ``adv`` (IQL: beta 3, clip 100)."""
+    return torch.exp(temperature * adv).clamp(max=max_weight)
+
+
+def reward_scale_from_returns(rewards, episode_ends, steps: float = 1000.0) -> float:
+    """``steps / (max return - min return)`` over the episodes ``rewards[episode_ends[e-1]:episode_ends[e]]``.
+
+    ``rewards (N,)``, ``episode_ends (E,)`` exclusive ends (the last equal to N).  IQL's locomotion scaling
+    (CORL's ``modify_reward`` with ``max_episode_steps=1000``).
+    """
+    rewards, ends = np.asarray(rewards, dtype=np.float64), np.asarray(episode_ends, dtype=np.int64)
+    if len(ends) == 0 or ends[-1] != len(rewards):
+        raise ValueError(f"episode_ends must end at len(rewards)={len(rewards)}, got {ends[-3:]}")
+    returns = np.add.reduceat(rewards, np.concatenate([[0], ends[:-1]]))
+    spread = float(returns.max() - returns.min())
+    if not spread > 0:
+        raise ValueError(f"reward_scaling='returns' needs episodes with different returns, got one value "
+                         f"{returns.max():.6g} over {len(returns)} episodes")
+    return steps / spread
+
+
+# ----------------------------------------------------------------------------- learning-rate schedule
+
+
+def lr_factor(step: int, warmup: int, max_steps: int, schedule: str) -> float:
+    """diffusers' ``get_scheduler("cosine")``: linear warm-up from 0, then half a cosine to 0 at ``max_steps``.
+
+    (Past ``max_steps`` the rate stays at 0; diffusers' formula would rise again.)
+    """
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
