@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import ClassVar
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from algorithms.diffusion.nets import mlp
+from algorithms.fields import coerce_value
 
 
 class Algorithm:
@@ -66,29 +66,14 @@ class Algorithm:
 
 
 def coerce_field_types(cfg) -> None:
-    """Normalize a config dataclass's scalar fields in place, raising ``ValueError`` on a wrong type.
-
-    Search spaces hand over ``numpy.int64``, integral floats (``5.0``) or ints for float fields; the
-    algorithms want plain ``int`` / ``float`` / ``bool`` / ``str`` (JSON-able, hashable, exact).
-    """
+    """Normalize a config dataclass's scalar fields in place (``algorithms.fields.coerce_value``, lenient:
+    search spaces hand over ``numpy.int64`` or ``5.0``), raising ``ValueError`` naming the field."""
     for f in dataclasses.fields(cfg):
-        v, t = getattr(cfg, f.name), f.type if isinstance(f.type, str) else f.type.__name__
-        is_bool = isinstance(v, bool) or type(v).__name__ in ("bool", "bool_")  # numpy.bool(_) too
-        if t == "bool":
-            if not is_bool:
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be true or false, got {v!r}")
-            v = bool(v)
-        elif t == "int":
-            if is_bool or not isinstance(v, numbers.Real) or int(v) != v:
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be an integer, got {v!r}")
-            v = int(v)
-        elif t == "float":
-            if is_bool or not isinstance(v, numbers.Real):
-                raise ValueError(f"{type(cfg).__name__}: {f.name} must be a number, got {v!r}")
-            v = float(v)
-        elif t == "str" and not isinstance(v, str):
-            raise ValueError(f"{type(cfg).__name__}: {f.name} must be a string, got {v!r}")
-        setattr(cfg, f.name, v)
+        t = f.type if isinstance(f.type, str) else f.type.__name__
+        try:
+            setattr(cfg, f.name, coerce_value(getattr(cfg, f.name), t))
+        except ValueError as e:
+            raise ValueError(f"{type(cfg).__name__}: {f.name} must be {e}, got {getattr(cfg, f.name)!r}") from None
 
 
 # ----------------------------------------------------------------------------- target networks

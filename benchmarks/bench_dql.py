@@ -10,8 +10,8 @@ when available):
   and for a batch of 10 states (a vector env).
 * with ``--baseline``: the same step written the direct way (``nn.Mish``, per-step table gathers,
   backward into the critic's weights too, foreach Adam, four ``.item()`` per step), timed
-  interleaved with ours so that both see the same machine load.  REFERENCE.md measured the public
-  code at 12.8 steps/s on a 2-core CPU (7.9 ms per action).
+  interleaved with ours so that both see the same machine load.  The public code
+  (Zhendong-Wang/Diffusion-Policies-for-Offline-RL) measured 12.8 steps/s on a 2-core CPU (7.9 ms per action).
 
     python benchmarks/bench_dql.py --steps 100
     python benchmarks/bench_dql.py --steps 100 --timesteps 5,20 --baseline --json out.json
@@ -185,7 +185,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--timesteps", default="5", help="comma-separated K values (paper: 5)")
     p.add_argument("--candidates", type=int, default=50, help="candidate actions per state when acting (paper: 50)")
     p.add_argument("--act-calls", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (REFERENCE.md's numbers: 2)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (the public-code reference numbers: 2)")
     p.add_argument("--devices", default="auto", help="'auto' (cpu, and cuda when present) or e.g. 'cpu' / 'cuda'")
     p.add_argument("--baseline", action="store_true", help="also time the direct-style step, interleaved")
     p.add_argument("--json", help="write the rows to this file")
@@ -212,7 +212,7 @@ def main(argv=None) -> list[dict]:
                      f"{r['ours_steps_per_s_median'] / r['direct_steps_per_s_median']:>9.2f}x")
         line += f"{r['act_ms_1_state']:>12.2f}{r['act_ms_10_states']:>13.2f}"
         print(line)
-    print("reference (REFERENCE.md, public code, 2-core CPU): 12.8 steps/s at K=5, 6.0 at K=20; act 7.9 ms")
+    print("reference (the public Diffusion-QL code, 2-core CPU): 12.8 steps/s at K=5, 6.0 at K=20; act 7.9 ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -29,7 +29,6 @@ Markdown table is printed.  Run from the repo root (``platform`` must shadow the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -405,8 +404,10 @@ def bench_sweep(args) -> list[dict]:
     t0 = time.time()
     run_sweep(spec, storage=storage, report=False)
     wall = time.time() - t0
-    hist_dir = os.path.join(storage, spec.name, "_history")
-    first = [json.loads(open(os.path.join(hist_dir, f)).readline()) for f in os.listdir(hist_dir)][0]
+    from platform import history
+
+    hist_dir = history.history_dir(storage, spec.name)
+    first = history.read(hist_dir, os.listdir(hist_dir)[0].removesuffix(".jsonl"))[0]
     if "time/first_step_unix" not in first:
         raise RuntimeError("the train loop reports no time/first_step_unix (platform/training.py too old)")
     rows = [row("sweep", "run_sweep -> first gradient step", first["time/first_step_unix"] - t0, "s",

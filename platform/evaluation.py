@@ -83,6 +83,7 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
 
 def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max: float | None) -> dict:
     """Per-episode records -> the ``eval/...`` metrics of one model."""
+    from platform.datasets.scores import normalized_score
     from platform.envs import PUSHT_IDS
 
     returns = np.array([e["return"] for e in episodes], dtype=np.float64)
@@ -98,7 +99,7 @@ def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max:
     if env_id in PUSHT_IDS:
         m["eval/normalized_score"] = 100.0 * float(best.mean())
     elif ref_min is not None and ref_max is not None and ref_max != ref_min:
-        m["eval/normalized_score"] = float(100.0 * (returns.mean() - ref_min) / (ref_max - ref_min))
+        m["eval/normalized_score"] = float(normalized_score(env_id, returns.mean(), ref=(ref_min, ref_max)))
     else:
         m["eval/normalized_score"] = float("nan")
     return m

@@ -21,11 +21,11 @@ import re
 
 import pandas as pd
 
+from platform import history
 from platform.checkpoint import atomic_write
 from platform.spec import SweepSpec
 
 KEY = ["sweep", "trial_id", "seed", "step"]
-_SEED_KEY = re.compile(r"^seed(-?\d+)/(.+)$")
 _SKIP = {"config", "checkpoint_dir_name", "checkpoint_path", "should_checkpoint", "done", "trial_id",
          "experiment_tag", "date", "timestamp", "pid", "hostname", "node_ip", "time_since_restore",
          "time_this_iter_s", "iterations_since_restore", "time_total_s", "training_iteration", "num_seeds",
@@ -43,24 +43,19 @@ def save_spec(spec: SweepSpec, storage: str) -> None:
     save_json(os.path.join(storage, spec.name, "spec.json"), spec.to_dict())
 
 
-def rows_from_history(history: list[dict], *, sweep: str, trial_id: str, algorithm: str, dataset: str, env: str,
+def rows_from_history(reports: list[dict], *, sweep: str, trial_id: str, algorithm: str, dataset: str, env: str,
                       seeds: list[int], params: dict, status: str, error: str | None) -> list[dict]:
     """Turn a trial's reported results (flat dicts) into one row per (seed, step)."""
     rows = []
     base = {"sweep": sweep, "trial_id": trial_id, "algorithm": algorithm, "dataset": dataset, "env": env,
             "status": status, "error": error}
     base.update({f"config/{k}": _plain(v) for k, v in params.items()})
-    for result in history:
+    for result in reports:
         step = result.get("step")
         if step is None or (isinstance(step, float) and math.isnan(step)):
             continue
         shared = {k: v for k, v in result.items() if k.startswith(("time/", "node/"))}
-        per_seed: dict[int, dict] = {}
-        for k, v in result.items():
-            m = _SEED_KEY.match(k)
-            if m:
-                per_seed.setdefault(int(m.group(1)), {})[m.group(2)] = v
-        for seed, metrics in sorted(per_seed.items()):
+        for seed, metrics in history.seed_records(result).items():
             rows.append({**base, "seed": seed, "step": int(step), "time_s": result.get("time/total_s"),
                          **shared, **metrics})
     if not rows:  # never reported: keep one row per seed that says why
@@ -74,13 +69,9 @@ def _plain(v):
 
 def _trial_history(result, history_dir: str | None = None, trial_id: str | None = None) -> list[dict]:
     """The trial's reports: the training loop's append-only JSONL log if present, else Tune's records."""
-    if history_dir and trial_id:
-        path = os.path.join(history_dir, f"{trial_id}.jsonl")
-        if os.path.exists(path):
-            with open(path) as f:
-                records = [json.loads(line) for line in f if line.strip()]
-            by_step = {r.get("step"): r for r in records}  # a step repeated after a restart: keep the last
-            return [by_step[k] for k in sorted(by_step, key=lambda x: (x is None, x))]
+    records = history.read(history_dir, trial_id)
+    if records is not None:
+        return records
     df = result.metrics_dataframe
     if df is None or len(df) == 0:
         return [result.metrics] if result.metrics else []
@@ -105,12 +96,11 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm, dataset and fixed config
         env = tspec.env or dataset_env_id(tspec.dataset)
         params = {**tspec.config, **searched}
-        history_dir = os.path.join(storage, spec.name, "_history") if storage else None
-        history = _trial_history(result, history_dir, trial_id)
-        last_step = max((int(h["step"]) for h in history if h.get("step") is not None), default=0)
+        reports = _trial_history(result, history.history_dir(storage, spec.name) if storage else None, trial_id)
+        last_step = max((int(h["step"]) for h in reports if h.get("step") is not None), default=0)
         # ended without an error before its budget: a scheduler (ASHA) stopped it
         status = "ERROR" if result.error else "STOPPED" if last_step < spec.train.steps else "TERMINATED"
-        rows += rows_from_history(history, sweep=spec.name, trial_id=trial_id,
+        rows += rows_from_history(reports, sweep=spec.name, trial_id=trial_id,
                                   algorithm=tspec.algorithm, dataset=tspec.dataset, env=env, seeds=spec.train.seeds,
                                   params=params, status=status, error=_error_line(result.error))
     return pd.DataFrame(rows)

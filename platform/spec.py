@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from algorithms.fields import coerce_value
+
 
 class SpecError(ValueError):
     """A study file is invalid.  ``str(err)`` is the one line shown to the user."""
@@ -55,6 +57,12 @@ class SpecError(ValueError):
 
 
 # ----------------------------------------------------------------------------- sections
+
+
+def did_you_mean(word, choices, fallback: str = "") -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, else ``fallback`` (e.g. the valid values)."""
+    near = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else fallback
 
 
 @dataclass
@@ -205,30 +213,18 @@ class _Checker:
     def check_keys(self, path: tuple, data: dict, allowed: list[str]):
         for key in data:
             if key not in allowed:
-                near = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
+                hint = did_you_mean(str(key), allowed, f" (valid keys: {', '.join(allowed)})")
                 self.fail(path + (key,), f"unknown key{hint}")
 
     def coerce(self, path: tuple, value, typ):
         """Check ``value`` against a dataclass field type given as a string annotation."""
         t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
         t = t.replace(" ", "")
-        if value is None and "None" in t:
-            return None
-        if t.startswith("int"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                self.fail(path, f"expected an integer, got {value!r}")
-        elif t.startswith("float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.fail(path, f"expected a number, got {value!r}")
-            value = float(value)
-        elif t.startswith("bool"):
-            if not isinstance(value, bool):
-                self.fail(path, f"expected true or false, got {value!r}")
-        elif t.startswith("str"):
-            if not isinstance(value, str):
-                self.fail(path, f"expected a string, got {value!r}")
-        elif t.startswith("list[int]"):
+        try:
+            value = coerce_value(value, t, strict=True)
+        except ValueError as e:
+            self.fail(path, f"expected {e}, got {value!r}")
+        if t.startswith("list[int]"):
             if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 self.fail(path, f"expected a list of integers, got {value!r}")
         elif t.startswith("dict"):
@@ -342,13 +338,11 @@ def _validate_multi(spec: SweepSpec, c: _Checker):
 
     for algo in spec.algorithms:
         if algo not in algorithms.REGISTRY:
-            near = difflib.get_close_matches(algo, algorithms.names(), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(algo, algorithms.names())
             c.fail(("algorithm", "grid"), f"unknown algorithm {algo!r}{hint}; known: {', '.join(algorithms.names())}")
     for key, value in spec.config.items():
         if key not in spec.algorithms:
-            near = difflib.get_close_matches(str(key), spec.algorithms, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(str(key), spec.algorithms)
             c.fail(("config", key), f"not one of the study's algorithms{hint}: a multi-algorithm study keys its "
                                     f"config by algorithm, e.g. config: {{{spec.algorithms[0]}: {{...}}}}")
         if not isinstance(value, dict):
@@ -406,8 +400,7 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("resources", "workers"), f"{r.workers} workers but only {len(t.seeds)} seeds: seeds are split across workers")
 
     if spec.algorithm not in algorithms.REGISTRY:
-        near = difflib.get_close_matches(spec.algorithm, algorithms.names(), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        hint = did_you_mean(spec.algorithm, algorithms.names())
         c.fail(("algorithm",), f"unknown algorithm {spec.algorithm!r}{hint}; known: {', '.join(algorithms.names())}")
     try:
         fields = algorithms.config_fields(spec.algorithm)
@@ -416,8 +409,7 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
 
     def check_param(section, key):
         if key not in fields:
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(key, list(fields))
             c.fail(section + (key,), f"{spec.algorithm} has no parameter {key!r}{hint}")
 
     for key in spec.config:
@@ -425,8 +417,7 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
     grid_used = False
     for key, dist in s.space.items():
         if key not in fields:
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(key, list(fields))
             c.fail(("search", "space", key), f"{spec.algorithm} has no parameter {key!r}{hint}")
         if key in spec.config:
             c.fail(("search", "space", key), "also fixed in config: choose one")
@@ -457,8 +448,7 @@ def _check_distribution(c: _Checker, path: tuple, dist) -> bool:
         c.fail(path, f"give exactly one of {', '.join(_DISTRIBUTIONS)}, got {list(dist)}")
     (kind, args), = dist.items()
     if kind not in _DISTRIBUTIONS:
-        near = difflib.get_close_matches(str(kind), _DISTRIBUTIONS, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(_DISTRIBUTIONS)})"
+        hint = did_you_mean(str(kind), _DISTRIBUTIONS, f" (one of {', '.join(_DISTRIBUTIONS)})")
         c.fail(path + (kind,), f"unknown distribution{hint}")
     if not isinstance(args, list) or not args:
         c.fail(path + (kind,), f"expected a non-empty list, got {args!r}")

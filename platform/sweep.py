@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 
+from platform import history
 from platform.spec import (TRAINABLE_CPU, SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points,
                            evaluations_until, paper_point, param_space, startup_trials, trial_resources)
 
@@ -171,7 +172,7 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec_dict, "params": params, "trial_id": trial_id,
-                           "history_dir": os.path.join(storage, spec.name, "_history")},
+                           "history_dir": history.history_dir(storage, spec.name)},
         scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                                resources_per_worker=per_worker),
         # Same name on a resumed sweep -> Train restores its checkpoint manager and the loop resumes.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import tempfile
 import time
 
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 
 import algorithms
-from platform.checkpoint import load_state, save_json, save_state
+from platform import history
+from platform import checkpoint as checkpoint_io
 from platform.spec import SweepSpec, evaluations_until
 
 
@@ -196,11 +196,11 @@ def train_loop(loop_config: dict) -> None:
             for run in runs:
                 # to CPU: Optimizer.load_state_dict moves the state to its parameters' devices but keeps Adam's
                 # `step` counters on the CPU, as a fresh optimizer has them (on the GPU they sync every step)
-                state = load_state(os.path.join(d, f"seed_{run.seed}.pt"), "cpu")
+                state = checkpoint_io.load_seed_state(d, run.seed, "cpu")
                 run.algo.load_state_dict(state["algo"])
-                if "rng" in state:  # checkpoints written before per-seed RNG streams have none
+                if state["rng"] is not None:
                     run.rng = state["rng"].to("cpu", torch.uint8)
-                start_step = int(state["step"])
+                start_step = state["step"]
         for run in runs:  # continue the random streams deterministically from the checkpoint step
             run.sampler.reseed(run.seed, start_step)
             torch.manual_seed(_mix(run.seed, start_step))
@@ -246,7 +246,7 @@ def train_loop(loop_config: dict) -> None:
                 for run, m in zip(runs, results):
                     per_seed[run.seed].update(m)
             per_seed = _gather(per_seed, world)
-            metrics = _aggregate(per_seed)
+            metrics = history.flatten(per_seed)
             if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
                 metrics["eval/count"] = evaluations_until(step, report_every)
             metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
@@ -260,40 +260,21 @@ def train_loop(loop_config: dict) -> None:
                 print(f"[train] step {step}/{t.steps} {spec.search.metric}={score:.3f} "
                       f"({sps:.1f} seed-steps/s, eval {eval_s:.1f}s)", flush=True)
             if rank == 0:
-                _append_history(loop_config.get("history_dir"), loop_config.get("trial_id"), metrics)
+                history.append(loop_config.get("history_dir"), loop_config.get("trial_id"), metrics)
             if is_eval and (step % ckpt_every == 0 or step == t.steps):
                 with tempfile.TemporaryDirectory() as d:
                     for run in runs:
-                        state = {"algo": run.algo.state_dict(), "step": step, "rng": run.rng}
-                        save_state(os.path.join(d, f"seed_{run.seed}.pt"), state)
+                        checkpoint_io.save_seed_state(d, run.seed, run.algo.state_dict(), step, run.rng)
                     if rank == 0:
-                        save_json(os.path.join(d, "meta.json"), {
-                            "algorithm": spec.algorithm, "config": config_dict, "env_spec": env_spec.to_dict(),
-                            "seeds": spec.train.seeds, "step": step, "dataset": spec.dataset, "env": env_id})
+                        checkpoint_io.save_meta(d, algorithm=spec.algorithm, config=config_dict,
+                                                env_spec=env_spec.to_dict(), seeds=spec.train.seeds, step=step,
+                                                dataset=spec.dataset, env=env_id)
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
                                      checkpoint_dir_name=f"checkpoint_{step:09d}")
             else:
                 ray.train.report(metrics)
     finally:
         pool.shutdown()
-
-
-def _append_history(history_dir: str | None, trial_id: str | None, metrics: dict) -> None:
-    """Append one report to ``<history_dir>/<trial_id>.jsonl``: the trial's durable metric history.
-
-    Tune's own result files of a trial can be rewritten when a killed sweep is resumed; this log is only
-    ever appended to (results.py de-duplicates steps repeated after a restart).  Local/shared paths only.
-    """
-    if not history_dir or not trial_id or "://" in history_dir:
-        return
-    import json
-
-    os.makedirs(history_dir, exist_ok=True)
-    line = json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}, allow_nan=True)
-    with open(os.path.join(history_dir, f"{trial_id}.jsonl"), "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _config_dict(config) -> dict:
@@ -322,17 +303,3 @@ def _gather(per_seed: dict, world: int) -> dict:
     for p in parts:
         merged.update(p)
     return merged
-
-
-def _aggregate(per_seed: dict[int, dict]) -> dict:
-    """Flat report: the mean over seeds under each metric's name, and ``seed<s>/<metric>`` per seed."""
-    out: dict = {}
-    keys = sorted({k for m in per_seed.values() for k in m})
-    for k in keys:
-        values = [m[k] for m in per_seed.values() if k in m]
-        out[k] = float(np.mean(values))
-    for s, m in per_seed.items():
-        for k, v in m.items():
-            out[f"seed{s}/{k}"] = v
-    out["num_seeds"] = len(per_seed)
-    return out

@@ -107,11 +107,11 @@ def test_transformer_weight_decay_only_on_weights():
 def test_paper_size_parameter_counts():
     unet = ConditionalUnet1D(ACT_DIM, 2 * OBS_DIM, 256, (256, 512, 1024), 5, 8, True)
     n_unet = sum(p.numel() for p in unet.parameters())
-    assert abs(n_unet / 1e6 - 65.8) < 0.5, n_unet  # REFERENCE.md: 65.8M
+    assert abs(n_unet / 1e6 - 65.8) < 0.5, n_unet  # the paper's Push-T state U-Net: 65.8M
     del unet
     tf = TransformerForDiffusion(ACT_DIM, ACT_DIM, 16, 2, OBS_DIM, n_layer=8, n_head=4, n_emb=256)
     n_tf = sum(p.numel() for p in tf.parameters())
-    assert abs(n_tf / 1e6 - 9.0) < 0.2, n_tf  # REFERENCE.md: 9.0M
+    assert abs(n_tf / 1e6 - 9.0) < 0.2, n_tf  # the paper's transformer: 9.0M
 
 
 def test_lr_and_ema_schedules():

@@ -105,7 +105,7 @@ def test_minari_files_kitchen_and_antmaze(tmp_path, monkeypatch):
 def test_blockpush_env_and_oracle():
     pytest.importorskip("pybullet")
     from platform.envs import make_env
-    from platform.robotics.blockpush import PushOracle
+    from platform.envs.blockpush import PushOracle
 
     env = make_env("blockpush")
     o1, _ = env.reset(seed=3)
@@ -133,7 +133,7 @@ def test_blockpush_env_and_oracle():
 
 def test_scripted_blockpush_dataset(tmp_path):
     pytest.importorskip("pybullet")
-    from platform.robotics.demos import generate_demos
+    from platform.datasets.demos import generate_demos
 
     path = generate_demos("blockpush", str(tmp_path / "bp.hdf5"), n_episodes=3, seed=5)
     d = load_robomimic(path)

@@ -1,8 +1,8 @@
-"""Learning checks on the robot benchmarks that have demonstrations here (slow; issue 12).
+"""Learning checks on the robot benchmarks that have demonstrations here (slow).
 
 Run with `python -m pytest -m slow tests/test_learning_robotics.py`.  In-process, one thread: BET (the
 cheapest of the sequence policies that solve these tasks: ~10 steps/s at batch 256) trained on the
-scripted demonstrations of ``platform/robotics/demos.py`` and evaluated on 20 fixed test seeds, against
+scripted demonstrations of ``platform/datasets/demos.py`` and evaluated on 20 fixed test seeds, against
 the uniform-random policy on the same seeds.  Measured (2026-11-29, 2 shared cores): Block Pushing
 0.05 / 1.00 success after 1000 / 3000 steps (random 0.0); robosuite Lift 0.70 / 1.00 (random 0.0).
 
@@ -50,7 +50,7 @@ def _success(policy, data) -> float:
 def test_bet_learns_from_scripted_demos(task, module, data_dir):
     pytest.importorskip(module)
     from platform.datasets.robotics import scripted_path
-    from platform.robotics.demos import generate_demos
+    from platform.datasets.demos import generate_demos
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)

@@ -105,7 +105,7 @@ def test_windows_mask_sampling_and_torch():
 
 
 def test_env_obs_reward_and_limits():
-    from platform.pusht_env import dp_initial_state, make_pusht_env
+    from platform.envs.pusht import dp_initial_state, make_pusht_env
 
     env = make_pusht_env()
     obs, info = env.reset(seed=100000)
@@ -124,7 +124,7 @@ def test_env_obs_reward_and_limits():
 
 
 def test_env_success_from_goal_state():
-    from platform.pusht_env import GOAL_POSE, make_pusht_env
+    from platform.envs.pusht import GOAL_POSE, make_pusht_env
 
     env = make_pusht_env()
     state = np.array([100.0, 100.0, *GOAL_POSE])  # block exactly on the goal, agent far away
@@ -136,7 +136,7 @@ def test_env_success_from_goal_state():
 @needs_zarr
 def test_env_keypoints_match_dataset_after_reset_to_state():
     from platform.datasets.pusht import read_pusht_zarr
-    from platform.pusht_env import block_coverage, lowdim_obs, make_pusht_env
+    from platform.envs.pusht import block_coverage, lowdim_obs, make_pusht_env
 
     raw = read_pusht_zarr(_pusht_zarr())
     stored = np.concatenate([raw["keypoint"].reshape(-1, 18), raw["state"][:, :2]], axis=1)
@@ -169,7 +169,7 @@ def test_loader_real_zarr():
     except ImportError:
         pytest.skip("platform/datasets/__init__.py (OfflineDataset) is missing")
     from platform.datasets.pusht import dp_train_mask, load_pusht
-    from platform.pusht_env import lowdim_obs
+    from platform.envs.pusht import lowdim_obs
 
     data = load_pusht(_pusht_zarr())
     n = len(data.observations)

@@ -249,7 +249,7 @@ def test_results_table_values(built):
         assert point == pytest.approx(hand_iqm(a), abs=0.05) and lo <= point <= hi
     # the failed EDP trial is counted but has no runs
     assert rows[("edp", "all")][1] == "all 3 evaluated trials (of 4)"
-    # Diffusion-QL's published hopper-medium-v2 score is 90.5; EDP has none in REFERENCE.md
+    # Diffusion-QL's published hopper-medium-v2 score is 90.5; the report has none for EDP
     dql_mean = FINAL["dql"][1].mean()
     assert cell(t, rows[("dql", "best")], "paper").startswith("90.5")
     assert cell(t, rows[("dql", "best")], "Δ vs paper") == f"\u2212{90.5 - dql_mean:.1f}"

@@ -20,109 +20,11 @@ Nothing is downloaded: the machines this runs on may be offline.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
-
-from algorithms import EnvSpec
-
-ROBOTICS_KINDS = ("robomimic", "scripted", "kitchen", "antmaze", "adroit")
-KINDS = ("d4rl", "minari", "generated", "pusht", "robomimic", "scripted", "kitchen", "antmaze", "adroit")
-
-
-@dataclass
-class OfflineDataset:
-    """N transitions from E episodes in D4RL's ``qlearning_dataset`` layout (flat numpy arrays).
-
-    ``observations (N, obs_dim)``, ``actions (N, act_dim)``, ``next_observations (N, obs_dim)``,
-    ``rewards (N,)`` float32; ``terminals (N,)`` float32, 1 at true terminations only;
-    ``timeouts (N,)`` float32, 1 at the last transition of an episode that ended without terminating
-    (time limit or end of data); ``episode_ends (E,)`` int64, exclusive end index of each episode in
-    the flat arrays (episode e is rows ``episode_ends[e-1]:episode_ends[e]``), for sequence models.
-    ``env_id``: the gymnasium id to evaluate in; ``ref_min_score``/``ref_max_score``: the random and
-    expert reference returns of the normalized score (None if unknown).
-    """
-
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_observations: np.ndarray
-    terminals: np.ndarray
-    timeouts: np.ndarray
-    episode_ends: np.ndarray
-    env_id: str
-    ref_min_score: float | None = None
-    ref_max_score: float | None = None
-    name: str = ""
-    act_low: tuple | None = None     # the env's action bounds if known (EnvSpec's default: [-1, 1])
-    act_high: tuple | None = None
-    attrs: dict = field(default_factory=dict)  # file metadata (generator settings etc.)
-
-    def __post_init__(self):
-        f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-        self.observations, self.next_observations = f32(self.observations), f32(self.next_observations)
-        self.actions, self.rewards = f32(self.actions), f32(self.rewards)
-        self.terminals, self.timeouts = f32(self.terminals), f32(self.timeouts)
-        self.episode_ends = np.asarray(self.episode_ends, dtype=np.int64)
-        label = self.name or "dataset"
-        n = len(self.observations)
-        for key in ("observations", "actions", "next_observations"):
-            if getattr(self, key).ndim != 2:
-                raise ValueError(f"{label}: {key} must be (N, dim), has shape {getattr(self, key).shape}")
-        for key in ("actions", "rewards", "next_observations", "terminals", "timeouts"):
-            if len(getattr(self, key)) != n:
-                raise ValueError(f"{label}: {key} has {len(getattr(self, key))} rows, observations has {n}")
-        for key in ("rewards", "terminals", "timeouts"):
-            if getattr(self, key).ndim != 1:
-                raise ValueError(f"{label}: {key} must be (N,), has shape {getattr(self, key).shape}")
-        ends = self.episode_ends
-        if ends.ndim != 1 or (n and (len(ends) == 0 or ends[-1] != n or ends[0] <= 0 or np.any(np.diff(ends) <= 0))):
-            raise ValueError(f"{label}: episode_ends must be increasing exclusive ends finishing at N={n}, "
-                             f"got {ends[:5]}...{ends[-3:]}")
-
-    def __len__(self) -> int:
-        return len(self.observations)
-
-    @property
-    def n_episodes(self) -> int:
-        return len(self.episode_ends)
-
-    def env_spec(self) -> EnvSpec:
-        """Dims, the env's action bounds and the data's per-dimension obs/action ranges."""
-        def tup(a):
-            return tuple(float(x) for x in a)
-
-        return EnvSpec(obs_dim=self.observations.shape[1], act_dim=self.actions.shape[1],
-                       act_low=tup(self.act_low) if self.act_low is not None else (),
-                       act_high=tup(self.act_high) if self.act_high is not None else (),
-                       obs_low=tup(self.observations.min(0)), obs_high=tup(self.observations.max(0)),
-                       act_min=tup(self.actions.min(0)), act_max=tup(self.actions.max(0)))
-
-    def episode_returns(self) -> np.ndarray:
-        """Sum of rewards of each episode, ``(E,)``."""
-        return np.add.reduceat(self.rewards.astype(np.float64), np.concatenate([[0], self.episode_ends[:-1]]))
-
-
-def data_dir(cache_dir: str | None = None) -> str:
-    """Where ``generated:`` datasets are cached: ``cache_dir``, ``$DRL_DATA_DIR``, ``~/.cache/diffusion-rl/datasets``."""
-    return os.path.expanduser(cache_dir or os.environ.get("DRL_DATA_DIR") or "~/.cache/diffusion-rl/datasets")
-
-
-def d4rl_dir(cache_dir: str | None = None) -> str:
-    return os.path.expanduser(cache_dir or os.environ.get("D4RL_DATASET_DIR") or "~/.d4rl/datasets")
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """``"generated:pendulum-medium"`` -> ``("generated", "pendulum-medium")``; ValueError if malformed."""
-    if not isinstance(name, str) or ":" not in name:
-        raise ValueError(f"dataset {name!r}: expected <kind>:<value> with kind one of {', '.join(KINDS)} "
-                         f"(e.g. generated:pendulum-medium)")
-    kind, value = name.split(":", 1)
-    if kind not in KINDS:
-        raise ValueError(f"dataset {name!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    if not value.strip():
-        raise ValueError(f"dataset {name!r}: nothing after '{kind}:'")
-    return kind, value.strip()
+from platform.datasets import generate
+from platform.datasets.base import KINDS, ROBOTICS_KINDS, OfflineDataset, d4rl_dir, data_dir, split_name
 
 
 def d4rl_path(value: str, cache_dir: str | None = None) -> str:
@@ -140,11 +42,9 @@ def d4rl_path(value: str, cache_dir: str | None = None) -> str:
     for path in candidates:
         if os.path.exists(path):
             return path
-    from platform.datasets.generate import ENVS, QUALITIES
-
     quality = rest.rsplit("-v", 1)[0] if rest else ""
     hint = ""
-    if env in ENVS and quality in QUALITIES:
+    if env in generate.ENVS and quality in generate.QUALITIES:
         hint = (f" or use a D4RL-style dataset made here: dataset: generated:{env}-{quality} after "
                 f"`python -m platform.datasets.generate {env} {quality}`")
     raise FileNotFoundError(
@@ -153,10 +53,112 @@ def d4rl_path(value: str, cache_dir: str | None = None) -> str:
 
 
 def generated_path(value: str, cache_dir: str | None = None) -> str:
-    from platform.datasets.generate import parse_name
-
-    env, quality = parse_name(value)
+    env, quality = generate.parse_name(value)
     return os.path.join(data_dir(cache_dir), f"{env}-{quality}.hdf5")
+
+
+# ----------------------------------------------------------------------------- the sources, one row each
+# check(value, cache_dir, validate) -> evaluation env id (reads and validates files, generates nothing)
+# load(value, cache_dir, allow_generate) -> OfflineDataset
+
+
+def _check_d4rl(value, cache_dir, validate):
+    from platform.datasets.d4rl import read_arrays, read_env_id
+
+    path = d4rl_path(value, cache_dir)
+    if validate:
+        read_arrays(path)
+    return read_env_id(path)
+
+
+def _load_d4rl(value, cache_dir, allow_generate):
+    from platform.datasets.d4rl import load_d4rl
+
+    return load_d4rl(d4rl_path(value, cache_dir))
+
+
+def _check_generated(value, cache_dir, validate):
+    from platform.datasets.d4rl import read_arrays
+
+    env, quality = generate.parse_name(value)
+    path = generated_path(value, cache_dir)
+    if not os.path.exists(path) and not generate.is_cheap(env, quality):
+        raise FileNotFoundError(f"dataset 'generated:{value}' is not generated yet: "
+                                f"{generate.missing_message(env, quality, path)}")
+    if validate and os.path.exists(path):
+        read_arrays(path)
+    return generate.ENVS[env]["env_id"]
+
+
+def _load_generated(value, cache_dir, allow_generate):
+    from platform.datasets.d4rl import load_d4rl
+
+    env, quality = generate.parse_name(value)
+    path = generated_path(value, cache_dir)
+    if not os.path.exists(path):
+        if allow_generate is False or (allow_generate is None and not generate.is_cheap(env, quality)):
+            raise FileNotFoundError(f"dataset 'generated:{value}' is not generated yet: "
+                                    f"{generate.missing_message(env, quality, path)}")
+        generate.generate(env, quality, path)
+    data = load_d4rl(path)
+    data.name = f"generated:{env}-{quality}"
+    return data
+
+
+def _check_pusht(value, cache_dir, validate):
+    from platform.datasets.pusht import read_pusht_zarr
+
+    path = os.path.expanduser(value)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"dataset 'pusht:{value}': no Push-T zarr store at {path}")
+    if validate:
+        read_pusht_zarr(path)  # not a zarr store, missing arrays, wrong shapes
+    return "pusht"
+
+
+def _load_pusht(value, cache_dir, allow_generate):
+    from platform.datasets.pusht import load_pusht
+
+    return load_pusht(os.path.expanduser(value))
+
+
+def _check_minari(value, cache_dir, validate):
+    from platform.datasets.minari import minari_env_id
+
+    return minari_env_id(value)
+
+
+def _load_minari(value, cache_dir, allow_generate):
+    from platform.datasets.minari import load_minari
+
+    return load_minari(value)
+
+
+def _robotics(kind: str) -> "Source":
+    """robomimic:, scripted:, kitchen:, antmaze:, adroit: (``platform/datasets/robotics.py``)."""
+    from platform.datasets import robotics
+
+    return Source(check=lambda value, cache_dir, validate: robotics.check(kind, value, cache_dir),
+                  load=lambda value, cache_dir, allow_generate: robotics.load(kind, value, cache_dir, allow_generate))
+
+
+@dataclass(frozen=True)
+class Source:
+    check: Callable[[str, str | None, bool], str]
+    load: Callable[[str, str | None, bool | None], OfflineDataset]
+
+
+SOURCES: dict[str, Source] = {
+    "d4rl": Source(_check_d4rl, _load_d4rl),
+    "generated": Source(_check_generated, _load_generated),
+    "pusht": Source(_check_pusht, _load_pusht),
+    "minari": Source(_check_minari, _load_minari),
+    **{kind: _robotics(kind) for kind in ROBOTICS_KINDS},
+}
+assert set(SOURCES) == set(KINDS)
+
+
+# ----------------------------------------------------------------------------- the facade
 
 
 def check_dataset(name: str, cache_dir: str | None = None, validate: bool = True) -> str:
@@ -167,42 +169,8 @@ def check_dataset(name: str, cache_dir: str | None = None, validate: bool = True
     in seconds, rather than in every Ray worker (``validate=False``: resolve the env id only).
     Raises ValueError (``DatasetError``) / FileNotFoundError / ImportError, one message naming the file.
     """
-    from platform.datasets import generate
-
     kind, value = split_name(name)
-    if kind == "d4rl":
-        from platform.datasets.d4rl import read_arrays, read_env_id
-
-        path = d4rl_path(value, cache_dir)
-        if validate:
-            read_arrays(path)
-        return read_env_id(path)
-    if kind == "generated":
-        env, quality = generate.parse_name(value)
-        path = generated_path(value, cache_dir)
-        if not os.path.exists(path) and not generate.is_cheap(env, quality):
-            raise FileNotFoundError(f"dataset {name!r} is not generated yet: {generate.missing_message(env, quality, path)}")
-        if validate and os.path.exists(path):
-            from platform.datasets.d4rl import read_arrays
-
-            read_arrays(path)
-        return generate.ENVS[env]["env_id"]
-    if kind == "pusht":
-        from platform.datasets.pusht import read_pusht_zarr
-
-        path = os.path.expanduser(value)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"dataset {name!r}: no Push-T zarr store at {path}")
-        if validate:
-            read_pusht_zarr(path)  # not a zarr store, missing arrays, wrong shapes
-        return "pusht"
-    if kind in ROBOTICS_KINDS:  # robomimic:, scripted:, kitchen:, antmaze:, adroit: (platform/datasets/robotics.py)
-        from platform.datasets import robotics
-
-        return robotics.check(kind, value, cache_dir)
-    from platform.datasets.minari import minari_env_id
-
-    return minari_env_id(value)
+    return SOURCES[kind].check(value, cache_dir, validate)
 
 
 def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
@@ -216,8 +184,6 @@ def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
 def ensure_dataset(name: str, cache_dir: str | None = None) -> None:
     """Make a missing ``generated:`` dataset now if that is cheap (Pendulum, ``random``, a shipped behaviour
     policy): a sweep calls this before its trials start, so they do not each wait on it."""
-    from platform.datasets import generate
-
     kind, value = split_name(name)
     if kind != "generated":
         return
@@ -240,36 +206,8 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
     hours); False never generates.
     """
     kind, value = split_name(name)
-    if kind == "d4rl":
-        from platform.datasets.d4rl import load_d4rl
-
-        return load_d4rl(d4rl_path(value, cache_dir))
-    if kind == "generated":
-        from platform.datasets import generate
-        from platform.datasets.d4rl import load_d4rl
-
-        env, quality = generate.parse_name(value)
-        path = generated_path(value, cache_dir)
-        if not os.path.exists(path):
-            if allow_generate is False or (allow_generate is None and not generate.is_cheap(env, quality)):
-                raise FileNotFoundError(f"dataset {name!r} is not generated yet: "
-                                        f"{generate.missing_message(env, quality, path)}")
-            generate.generate(env, quality, path)
-        data = load_d4rl(path)
-        data.name = f"generated:{env}-{quality}"
-        return data
-    if kind == "pusht":
-        from platform.datasets.pusht import load_pusht
-
-        return load_pusht(os.path.expanduser(value))
-    if kind in ROBOTICS_KINDS:
-        from platform.datasets import robotics
-
-        return robotics.load(kind, value, cache_dir, allow_generate)
-    from platform.datasets.minari import load_minari
-
-    return load_minari(value)
+    return SOURCES[kind].load(value, cache_dir, allow_generate)
 
 
-__all__ = ["OfflineDataset", "load_dataset", "ensure_dataset", "check_dataset", "dataset_env_id", "data_dir", "d4rl_dir",
+__all__ = ["OfflineDataset", "SOURCES", "KINDS", "load_dataset", "ensure_dataset", "check_dataset", "dataset_env_id", "data_dir", "d4rl_dir",
            "split_name", "d4rl_path", "generated_path"]

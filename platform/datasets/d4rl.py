@@ -196,7 +196,7 @@ def _env_info(env_id: str) -> tuple[tuple | None, tuple | None, int | None]:
 
 def load_d4rl(path: str, env_id: str | None = None, terminate_on_end: bool = False):
     """Load a D4RL-format HDF5 file as an ``OfflineDataset`` (qlearning semantics, see module doc)."""
-    from platform.datasets import OfflineDataset
+    from platform.datasets.base import OfflineDataset
     from platform.datasets.scores import ref_scores
 
     name = os.path.basename(path)

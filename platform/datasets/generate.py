@@ -117,7 +117,7 @@ def shipped_policy(env: str, quality: str) -> str | None:
 
 
 def cached_path(env: str, quality: str, cache_dir: str | None = None) -> str:
-    from platform.datasets import data_dir
+    from platform.datasets.base import data_dir
 
     return os.path.join(data_dir(cache_dir), f"{env}-{quality}.hdf5")
 
@@ -658,7 +658,7 @@ def generate(env: str, quality: str, out: str | None = None, *, samples: int | N
     ``medium_return`` (tests only: overrides D4RL's medium threshold), and ``eval_every``,
     ``eval_episodes``, ``checkpoint_every``, ``config``, ``device`` of ``train_sac``.
     """
-    from platform.datasets.scores import REF_SCORES
+    from platform.datasets.scores import REF_SCORES, normalized_score
 
     parse_name(f"{env}-{quality}")
     out = out or cached_path(env, quality, cache_dir)
@@ -681,7 +681,7 @@ def generate(env: str, quality: str, out: str | None = None, *, samples: int | N
         probe.close()
         returns = data.pop("episode_returns")
         lo, hi = REF_SCORES[env]
-        norm = 100 * (returns.mean() - lo) / (hi - lo) if len(returns) else float("nan")
+        norm = normalized_score(env, returns.mean(), ref=(lo, hi)) if len(returns) else float("nan")
         attrs = {"env_id": env_id, "quality": quality, "generator": "platform.datasets.generate",
                  "generator_version": GENERATOR_VERSION, "seed": seed, "samples": len(data["rewards"]),
                  "ref_min_score": lo, "ref_max_score": hi, "act_low": space.low.astype(np.float32),

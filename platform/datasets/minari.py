@@ -53,7 +53,7 @@ def _flat(x, space) -> np.ndarray:
 
 def load_minari(dataset_id: str):
     """Load a local Minari dataset as an ``OfflineDataset`` (episodes in stored order)."""
-    from platform.datasets import OfflineDataset
+    from platform.datasets.base import OfflineDataset
     from platform.datasets.d4rl import validate
     from platform.datasets.scores import ref_scores
 

@@ -94,7 +94,7 @@ def _flat(node, key: str | None, t: int) -> np.ndarray:
 
 def load_minari_files(kind: str, value: str, max_episodes: int | None = None):
     """Load ``kitchen:``/``antmaze:``/``adroit:`` datasets as an ``OfflineDataset``."""
-    from platform.datasets import OfflineDataset
+    from platform.datasets.base import OfflineDataset
     from platform.datasets.d4rl import validate
     from platform.datasets.scores import ref_scores
 

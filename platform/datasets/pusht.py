@@ -80,8 +80,8 @@ def load_pusht(path: str, max_train_episodes: int | None = 90, episode_selection
     ``episode_selection``: ``"dp"`` (the public code's seeded random choice, the default) or ``"first"``.
     ``with_rewards``: compute the coverage rewards (about 1 s); False leaves them at 0.
     """
-    from platform.datasets import OfflineDataset
-    from platform.pusht_env import block_coverage, coverage_reward
+    from platform.datasets.base import OfflineDataset
+    from platform.envs.pusht import block_coverage, coverage_reward
 
     if max_train_episodes is not None and max_train_episodes < 1:
         raise ValueError(f"pusht: max_train_episodes must be >= 1 or None, got {max_train_episodes}")

@@ -72,7 +72,7 @@ def load_robomimic(path: str, obs_keys: tuple[str, ...] | None = None, filter_ke
 
     ``filter_key``: use only the demos listed in ``mask/<filter_key>``; ``max_demos``: the first n demos.
     """
-    from platform.datasets import OfflineDataset
+    from platform.datasets.base import OfflineDataset
 
     path = os.path.expanduser(path)
     label = f"robomimic:{os.path.basename(path)}"

@@ -2,8 +2,8 @@
 
 * ``robomimic:<file.hdf5>``: a robomimic HDF5 file (``robomimic.py``); evaluated in ``robosuite:<env_name>``.
 * ``scripted:<task>`` (``blockpush``, ``lift``): demonstrations made here by scripted experts
-  (``platform/robotics/demos.py``), cached as ``<data_dir>/scripted-<task>.hdf5``; ``blockpush`` is made
-  on first use (200 demos, 189 s on 2 busy cores), ``lift`` needs ``python -m platform.robotics.demos lift --out FILE`` first.
+  (``platform/datasets/demos.py``), cached as ``<data_dir>/scripted-<task>.hdf5``; ``blockpush`` is made
+  on first use (200 demos, 189 s on 2 busy cores), ``lift`` needs ``python -m platform.datasets.demos lift --out FILE`` first.
 * ``kitchen:<name|path>``, ``antmaze:<name|path>``, ``adroit:<name|path>``: Minari datasets read from
   the local store with h5py (``minari_files.py``).
 """
@@ -17,7 +17,7 @@ CHEAP_SCRIPTED = ("blockpush",)
 
 
 def scripted_path(task: str, cache_dir: str | None = None) -> str:
-    from platform.datasets import data_dir
+    from platform.datasets.base import data_dir
 
     if task not in SCRIPTED_ENV_IDS:
         raise ValueError(f"dataset scripted:{task}: unknown task; use one of {', '.join(SCRIPTED_ENV_IDS)}")
@@ -25,7 +25,7 @@ def scripted_path(task: str, cache_dir: str | None = None) -> str:
 
 
 def _missing(task: str, path: str) -> str:
-    return (f"dataset scripted:{task} is not generated yet: run `python -m platform.robotics.demos {task} "
+    return (f"dataset scripted:{task} is not generated yet: run `python -m platform.datasets.demos {task} "
             f"--out {path}`")
 
 
@@ -57,7 +57,7 @@ def load(kind: str, value: str, cache_dir: str | None = None, allow_generate: bo
         if not os.path.exists(path):
             if allow_generate is False or (allow_generate is None and value not in CHEAP_SCRIPTED):
                 raise FileNotFoundError(_missing(value, path))
-            from platform.robotics.demos import generate_demos
+            from platform.datasets.demos import generate_demos
 
             generate_demos(value, path)
         data = load_robomimic(path)

@@ -1,7 +1,7 @@
 """D4RL normalized scores: ``100 * (return - random) / (expert - random)``.
 
-``random``/``expert`` are per-task reference returns: D4RL's for its tasks (REFERENCE.md, the
-numbers in ``d4rl/infos.py``), measured here for Pendulum-v1.  Generated datasets store the
+``random``/``expert`` are per-task reference returns: D4RL's for its tasks (Fu et al. 2020, the
+numbers in D4RL's ``d4rl/infos.py``), measured here for Pendulum-v1.  Generated datasets store the
 reference returns they were made with in their HDF5 attributes (``ref_min_score``/``ref_max_score``)
 and the loaders prefer those; this table is the fallback for names and gymnasium ids.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 # Pendulum-v1 (200-step episodes), measured with platform/datasets/generate.py over 5000 episodes
-# (python -m platform.datasets.scores, i.e. pendulum_reference_returns(5000, seed=12345)):
+# (`python -c "from platform.datasets.generate import pendulum_reference_returns as f; print(f(5000))"`):
 # uniform-random torques -1231.0 (std 290, s.e. 4); the scripted energy-shaping swing-up + PD expert
 # acting deterministically -150.7 (std 92, s.e. 1.3), near the task's known optimum of about -150.
 PENDULUM_RANDOM_SCORE = -1231.0
@@ -58,7 +58,7 @@ def normalized_score(name, ret, ref: tuple[float, float] | None = None):
     ``generated:pendulum-medium``) or an object with ``ref_min_score``/``ref_max_score`` (an
     ``OfflineDataset``).  ``ret``: a float or numpy array of episode returns.  ``ref`` overrides.
     """
-    if ref is None and hasattr(name, "ref_min_score"):
+    if ref is None and not isinstance(name, str):
         ref = (name.ref_min_score, name.ref_max_score)
         label = getattr(name, "name", "dataset")
     else:
@@ -74,8 +74,3 @@ def normalized_score(name, ret, ref: tuple[float, float] | None = None):
 __all__ = ["REF_SCORES", "family", "ref_scores", "normalized_score", "PENDULUM_RANDOM_SCORE",
            "PENDULUM_EXPERT_SCORE"]
 
-
-if __name__ == "__main__":  # re-measure the Pendulum constants (about a minute)
-    from platform.datasets.generate import pendulum_reference_returns
-
-    print(pendulum_reference_returns(5000))

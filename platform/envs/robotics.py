@@ -26,10 +26,10 @@ platform id                             what it is
 ``can``)                                ``robot0_eef_quat``, ``robot0_gripper_qpos``, Diffusion Policy's
                                         order), sparse reward 1 on success, which ends the episode;
                                         400 steps (Diffusion Policy's robomimic ``max_steps``).
-``blockpush``                           the IBC Block Pushing task (``platform/robotics/blockpush.py``).
+``blockpush``                           the IBC Block Pushing task (``platform/envs/blockpush.py``).
 ======================================  ===================================================================
 
-MuJoCo 4 needs two patches for gymnasium-robotics and robosuite (``platform/robotics/compat.py``);
+MuJoCo 4 needs two patches for gymnasium-robotics and robosuite (``platform/envs/compat.py``);
 they are applied here before any of those envs is made.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ ROBOSUITE_MAX_STEPS = 400  # Diffusion Policy's robomimic env_runner max_steps f
 def _register_gymnasium_robotics() -> None:
     import gymnasium_robotics
 
-    from platform.robotics.compat import patch_gymnasium_robotics
+    from platform.envs.compat import patch_gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
     patch_gymnasium_robotics()
@@ -158,7 +158,7 @@ class RobosuiteEnv(gym.Env):
     def __init__(self, task: str = "Lift", horizon: int = ROBOSUITE_MAX_STEPS, **kwargs):
         import robosuite
 
-        from platform.robotics.compat import patch_robosuite
+        from platform.envs.compat import patch_robosuite
 
         patch_robosuite()
         self.task = task
@@ -230,7 +230,7 @@ def make_robotics_env(env_id: str, **kwargs) -> gym.Env:
         if env_id == "pen":
             return make_pen_env(**kwargs)
         if env_id == "blockpush":
-            from platform.robotics.blockpush import BlockPushEnv
+            from platform.envs.blockpush import BlockPushEnv
 
             return BlockPushEnv(**kwargs)
         task = ROBOSUITE_TASKS.get(env_id) or env_id.partition(":")[2]

@@ -9,7 +9,7 @@ cannot be downloaded here, so these scripts make stand-ins with the same layout:
 
 Only successful episodes are kept, like curated demonstrations.  CLI::
 
-    python -m platform.robotics.demos blockpush --episodes 200 --out FILE
+    python -m platform.datasets.demos blockpush --episodes 200 --out FILE
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ DEFAULT_EPISODES = {"blockpush": 200, "lift": 50}
 
 def blockpush_demos(n_episodes: int, seed: int = 0, noise: float = 0.003, max_tries: int | None = None) -> list[dict]:
     """``n_episodes`` successful oracle episodes (env seeds ``seed, seed + 1, ...``)."""
-    from platform.robotics.blockpush import BlockPushEnv, PushOracle
+    from platform.envs.blockpush import BlockPushEnv, PushOracle
 
     env = BlockPushEnv()
     episodes, s = [], seed
@@ -85,7 +85,7 @@ def lift_policy(raw_env, obs: dict, phase: list) -> np.ndarray:
 
 def lift_demos(n_episodes: int, seed: int = 0, noise: float = 0.05, max_tries: int | None = None) -> list[dict]:
     """``n_episodes`` successful scripted Lift episodes (robosuite), robomimic low-dim keys."""
-    from platform.robotics.envs import ROBOMIMIC_LOWDIM_KEYS, RobosuiteEnv
+    from platform.envs.robotics import ROBOMIMIC_LOWDIM_KEYS, RobosuiteEnv
 
     env = RobosuiteEnv("Lift")
     raw = env.raw
@@ -125,7 +125,7 @@ def lift_demos(n_episodes: int, seed: int = 0, noise: float = 0.05, max_tries: i
 def generate_demos(task: str, out: str, n_episodes: int | None = None, seed: int = 0) -> str:
     """Make ``task``'s demonstrations and write them to ``out`` (robomimic layout); returns ``out``."""
     from platform.datasets.robomimic import write_robomimic
-    from platform.robotics.envs import ROBOMIMIC_LOWDIM_KEYS
+    from platform.envs.robotics import ROBOMIMIC_LOWDIM_KEYS
 
     n = n_episodes or DEFAULT_EPISODES[task]
     if task == "blockpush":
@@ -141,7 +141,7 @@ def generate_demos(task: str, out: str, n_episodes: int | None = None, seed: int
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m platform.robotics.demos", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m platform.datasets.demos", description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=TASKS)
     p.add_argument("--episodes", type=int)
     p.add_argument("--seed", type=int, default=0)

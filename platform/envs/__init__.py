@@ -3,7 +3,7 @@
 ``make_env("HalfCheetah-v5")`` is plain ``gymnasium.make``; ``pusht`` (or ``gym_pusht/PushT-v0``)
 gives the low-dimensional Push-T task of the Diffusion Policy paper (20-d keypoint observations).
 The robot benchmarks (``kitchen-complete``, ``antmaze-umaze``, ``pen``, ``robosuite:Lift``,
-``blockpush``, ...) come from ``platform/robotics/envs.py``.
+``blockpush``, ...) come from ``platform/envs/robotics.py``.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ PUSHT_IDS = ("pusht", "PushT-v0", "gym_pusht/PushT-v0")
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """Build one environment; raises ValueError with the id if it does not exist."""
     if env_id in PUSHT_IDS:
-        from platform.pusht_env import make_pusht_env
+        from platform.envs.pusht import make_pusht_env
 
         return make_pusht_env(**kwargs)
-    from platform.robotics.envs import is_robotics_id, make_robotics_env
+    from platform.envs.robotics import is_robotics_id, make_robotics_env
 
-    if is_robotics_id(env_id):  # kitchen-*, antmaze-*, pen, robosuite:*, blockpush (platform/robotics/envs.py)
+    if is_robotics_id(env_id):  # kitchen-*, antmaze-*, pen, robosuite:*, blockpush (platform/envs/robotics.py)
         return make_robotics_env(env_id, **kwargs)
     try:
         return gym.make(env_id, **kwargs)
@@ -30,7 +30,7 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
 
 def check_env_id(env_id: str) -> None:
     """Fail fast (before any training) if ``env_id`` is not a known environment."""
-    from platform.robotics.envs import is_robotics_id
+    from platform.envs.robotics import is_robotics_id
 
     if env_id in PUSHT_IDS or is_robotics_id(env_id):
         return

@@ -1,0 +1,396 @@
+"""Parquet results -> a report directory: ``index.html``, ``README.md`` and ``figures/``.
+
+    python -m platform.report RESULTS [RESULTS ...] [--out reports/NAME]
+
+``RESULTS`` is a ``metrics.parquet`` file or a sweep directory holding one (a ``spec.json`` beside
+it is picked up).  Several results are compared in one report.  The report holds:
+
+* the budget actually run (steps, seeds, evaluation episodes), stated at the top;
+* per benchmark (dataset/env): final normalized score per algorithm, mean +- std over seeds and the
+  IQM with a 95% stratified-bootstrap CI (rliable's method, 2000 seeded resamples), next to the
+  paper's published number (the paper's table, cited below) where the task matches;
+* learning curves (mean over seeds, 95% bootstrap band), sensitivity plots for every searched
+  parameter, Optuna parameter importances and the best configuration per study;
+* cost (trial wall time, reserved CPU/GPU hours, steps/s), failed trials and run metadata.
+
+Every number comes from the Parquet (the spec only adds what the Parquet cannot know, marked as
+such).  ``index.html`` is self-contained (figures embedded as PNG data URIs); ``README.md`` has the
+same content with the figures as relative files; figures are also written as SVG.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+
+from platform.report.document import (Doc, Table, fduration, fiqm, fmean_std, fnum, fsigned, render_html,
+                                      render_markdown)
+from platform.report.figures import Plots, fig_algorithms, fig_sensitivity, fig_trials
+from platform.report.papers import paper_budget, paper_reference
+from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, N_BOOT, PROTOCOLS, ReportError, Trial, _normalize,
+                                   best_trial, final_scores, fmt_param, fmt_params, iqm, load_results,
+                                   param_importances, parquet_path, stratified_bootstrap_ci, trials, varying_params)
+
+import platform as _pyplatform  # the project's package; re-exports the stdlib module's names (shim)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGES = ("torch", "ray", "optuna", "gymnasium", "pandas", "numpy", "pyarrow", "matplotlib")
+
+
+# ============================================================================ metadata
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5)
+        if head.returncode != 0:
+            return "unavailable (not a git checkout)"
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain"], capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return head.stdout.strip() + (" (working tree has uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unavailable (git not found)"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def _cuda(torch_version: str) -> str:
+    if torch_version == "not installed":
+        return "unknown (torch not installed)"
+    if "+cpu" in torch_version:  # skip the ~2 s torch import when the build cannot have CUDA
+        return "no (CPU-only torch build)"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"yes: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+        return "no"
+    except Exception as e:  # a broken CUDA install must not break the report
+        return f"unknown ({type(e).__name__})"
+
+
+# ============================================================================ the report
+
+
+def _budget_lines(df: pd.DataFrame, studies: dict[tuple, list[Trial]], specs: dict[str, dict]) -> list[str]:
+    lines = []
+    for (sweep, algo, bench), ts in studies.items():
+        g = df[(df["sweep"] == sweep) & (df["algorithm"] == algo) & (df["_bench"] == bench)]
+        ev = g[g["score"].notna()]
+        seeds = sorted(g["seed"].unique().tolist())
+        max_step = int(ev["step"].max()) if len(ev) else int(g["step"].max())
+        n_evals = ev.groupby(["_trial", "seed"])["step"].nunique()
+        train = specs.get(sweep, {}).get("train", {})
+        if "eval/episodes" in g.columns and g["eval/episodes"].notna().any():
+            eps = ", ".join(str(int(v)) for v in sorted(g["eval/episodes"].dropna().unique()))
+            episodes = f"{eps} evaluation episodes per evaluation"
+        elif "eval_episodes" in train:
+            episodes = f"{train['eval_episodes']} evaluation episodes per evaluation (spec.json)"
+        else:
+            episodes = "evaluation episodes not recorded"
+        extra = f", batch {train['batch_size']} (spec.json)" if "batch_size" in train else ""
+        planned = f" of {train['steps']} planned" if "steps" in train and train["steps"] != max_step else ""
+        evals = (f"{int(n_evals.min())}–{int(n_evals.max())}" if len(n_evals) and n_evals.min() != n_evals.max()
+                 else str(int(n_evals.max())) if len(n_evals) else "0")
+        paper = paper_budget(algo, str(ts[0].dataset), ts[0].env)
+        lines.append(f"`{sweep}`: {algo} on {bench}: {len(ts)} trial(s) × {len(seeds)} seed(s) "
+                     f"({', '.join(map(str, seeds))}) × up to {max_step} gradient steps{planned}{extra}; "
+                     f"{evals} evaluation(s) per run, {episodes}."
+                     + (f" Paper budget: {paper}." if paper else ""))
+    return lines
+
+
+def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str = "final") -> dict[str, dict[str, Trial]]:
+    doc.h(2, "Results")
+    doc.p(f"Score = `eval/normalized_score` (0..100), protocol `{protocol}`: {PROTOCOLS[protocol].format(k=LAST_K)}. "
+          "The papers' columns say which protocol each paper used. A run is one seed of one "
+          "trial. mean ± sample std (ddof=1) over runs; IQM = interquartile mean over runs (rliable convention, "
+          f"trim 25% each end) with a 95% percentile bootstrap CI ({N_BOOT} resamples, seed {BOOT_SEED}). "
+          "\"best config\" is the trial with the highest mean final score among those that ran the full budget; "
+          "it is selected on the same seeds it is scored on, so its numbers are optimistic. "
+          "Δ = mean − paper.")
+    best_by_bench: dict[str, dict[str, Trial]] = {}
+    for bench, ts in by_bench.items():
+        rows = []
+        best_by_bench[bench] = {}
+        for algo in sorted({t.algorithm for t in ts}):
+            ats = [t for t in ts if t.algorithm == algo]
+            best = best_trial(ats)
+            if best is None:
+                rows.append([algo, "no evaluated trial", str(len(ats)), "0", "—", "—", "—", "", ""])
+                continue
+            best_by_bench[bench][algo] = best
+            ref = paper_reference(algo, best.dataset, best.env, best.params.get("backbone"))
+            paper = f"{ref.value:g} ({ref.label})" if ref.value is not None else ref.label
+            varying = varying_params(ats)
+            groups = [(f"best config: {best.trial_id}" + (f" ({fmt_params(best.params, varying)})" if varying else ""),
+                       [best])]
+            evald = [t for t in ats if t.scores.size]
+            if len(evald) > 1:
+                groups.append((f"all {len(evald)} trials" if len(evald) == len(ats)
+                               else f"all {len(evald)} evaluated trials (of {len(ats)})", evald))
+            for label, members in groups:
+                scores = [t.scores for t in members if t.scores.size]
+                allx = np.concatenate(scores) if scores else np.array([])
+                steps = sorted({t.final_step for t in members if t.scores.size})
+                step = str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+                delta = fsigned(float(allx.mean()) - ref.value) if ref.value is not None and allx.size else ""
+                rows.append([algo, label, str(len(members)), str(allx.size), step, fmean_std(allx),
+                             fiqm([allx]), paper, delta])
+        doc.h(3, bench)
+        doc.table(Table(["algorithm", "configuration", "trials", "runs", "final step", "mean ± std",
+                         "IQM [95% CI]", "paper", "Δ vs paper"], rows, caption=f"Final normalized score on {bench}"))
+    # Across benchmarks: rliable's aggregate IQM, resampling runs within each task (stratified).
+    if len(by_bench) > 1:
+        rows = []
+        for algo in sorted({a for b in best_by_bench.values() for a in b}):
+            tasks = {b: best_by_bench[b][algo].scores for b in best_by_bench if algo in best_by_bench[b]}
+            allx = np.concatenate(list(tasks.values()))
+            rows.append([algo, str(len(tasks)), str(allx.size), fmean_std(allx), fiqm(list(tasks.values())),
+                         ", ".join(tasks)])
+        doc.h(3, "Across benchmarks")
+        doc.p("Best configuration per benchmark; IQM over all runs with a stratified bootstrap (runs resampled "
+              "within each benchmark). Only comparable between algorithms that cover the same benchmarks.")
+        doc.table(Table(["algorithm", "benchmarks", "runs", "mean ± std", "IQM [95% CI]", "benchmarks used"], rows,
+                        caption="Aggregate over benchmarks"))
+    return best_by_bench
+
+
+def _cost_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs: dict[str, dict]) -> None:
+    doc.h(2, "Cost")
+    # time/* values are per report point and repeated for every seed row: one row per (trial, step).
+    per_step = df.drop_duplicates(subset=["_trial", "step"])
+    rows, totals = [], {"trials": 0, "failed": 0, "wall": 0.0, "eval": 0.0, "cpu": 0.0, "gpu": 0.0}
+    have_spec = True
+    per_algo: dict[str, dict] = {}
+    for t in all_trials:
+        g = per_step[per_step["_trial"] == t.key]
+        wall = float(pd.to_numeric(g.get("time/total_s"), errors="coerce").max()) if "time/total_s" in g else np.nan
+        ev = float(pd.to_numeric(g["time/eval_s"], errors="coerce").sum()) if "time/eval_s" in g else np.nan
+        sps = pd.to_numeric(g["time/steps_per_s"], errors="coerce").dropna().tolist() if "time/steps_per_s" in g else []
+        res = specs.get(t.sweep, {}).get("resources")
+        a = per_algo.setdefault(t.algorithm, {"trials": 0, "failed": 0, "wall": 0.0, "eval": 0.0, "cpu": 0.0,
+                                              "gpu": 0.0, "sps": [], "spec": True, "timed": False})
+        a["timed"] |= bool(np.isfinite(wall))
+        a["trials"] += 1
+        a["failed"] += t.status == "ERROR"
+        wall = 0.0 if not np.isfinite(wall) else wall
+        a["wall"] += wall
+        a["eval"] += 0.0 if not np.isfinite(ev) else ev
+        a["sps"] += sps
+        if res:
+            # Reserved resources x trial wall time: an upper bound on what the trial used.
+            workers = max(1, int(res.get("workers", 1)))
+            cpus = workers * float(res.get("cpus_per_worker", 1)) + \
+                int(res.get("eval_actors", 0)) * float(res.get("cpus_per_eval_actor", 0))
+            a["cpu"] += wall / 3600 * cpus
+            a["gpu"] += wall / 3600 * workers * float(res.get("gpus_per_worker", 0))
+        else:
+            a["spec"] = have_spec = False
+    for algo, a in sorted(per_algo.items()):
+        for k in totals:
+            totals[k] += a[k]
+        timed, spec_ok = a["timed"], a["spec"] and a["timed"]
+        rows.append([algo, str(a["trials"]), str(a["failed"]), fduration(a["wall"]) if timed else "—",
+                     f"{a['wall'] / 3600:.3f}" if timed else "—", fduration(a["eval"]) if timed else "—",
+                     f"{a['cpu']:.3f}" if spec_ok else "—", f"{a['gpu']:.3f}" if spec_ok else "—",
+                     fnum(float(np.mean(a["sps"])) if a["sps"] else np.nan)])
+    if len(rows) > 1:
+        rows.append(["total", str(totals["trials"]), str(int(totals["failed"])), fduration(totals["wall"]),
+                     f"{totals['wall'] / 3600:.3f}", fduration(totals["eval"]),
+                     f"{totals['cpu']:.3f}" if have_spec else "—", f"{totals['gpu']:.3f}" if have_spec else "—", ""])
+    doc.p("Trial wall time = max `time/total_s` of each trial, summed over trials (trials may have run "
+          "concurrently, so this is trial-hours, not elapsed time; Ray's per-trial start-up is not included). "
+          "Eval time = sum of `time/eval_s`. CPU-/GPU-hours = trial wall time × the resources each trial reserved "
+          "in spec.json (workers × cpus/gpus per worker + eval actors × cpus per actor), an upper bound on use"
+          + ("." if have_spec else "; without spec.json only wall hours are known."))
+    doc.table(Table(["algorithm", "trials", "failed", "trial wall time", "trial-hours", "eval time", "CPU-hours",
+                     "GPU-hours", "mean steps/s (time/steps_per_s)"], rows, caption="Compute cost"))
+
+
+def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tuple, list[Trial]]) -> None:
+    doc.h(2, "Hyperparameter studies")
+    for (sweep, algo, bench), ts in studies.items():
+        title = f"{sweep}: {algo} on {bench}"
+        doc.h(3, title)
+        best = best_trial(ts)
+        params = varying_params(ts)
+        if best is None:
+            doc.p("No trial of this study reached an evaluation.")
+            continue
+        doc.p(f"Best configuration: trial `{best.trial_id}`, final score {fmean_std(best.scores)} over "
+              f"{best.scores.size} seed(s) at step {best.final_step}.")
+        doc.table(Table(["parameter", "value", "searched"],
+                        [[k, fmt_param(v), "yes" if k in params else "fixed"] for k, v in sorted(best.params.items())],
+                        caption=f"Best configuration of {title}"))
+        ranked = sorted([t for t in ts if t.scores.size], key=lambda t: -t.mean)
+        ranked += [t for t in ts if not t.scores.size]   # never evaluated: listed last, unranked
+        doc.table(Table(["rank", "trial", *params, "seeds", "final step", "mean ± std", "status"],
+                        [[str(i + 1) if t.scores.size else "—", t.trial_id,
+                          *[fmt_param(t.params.get(k, "")) for k in params], str(t.scores.size),
+                          str(t.final_step) if t.scores.size else "—", fmean_std(t.scores), t.status]
+                         for i, t in enumerate(ranked)], caption=f"Trials of {title}, best first"))
+        doc.fig(fig_trials(plots, df, title, ts, best, params))
+        if not params:
+            doc.p("No searched parameter varies between trials: no sensitivity plot or importances.")
+            continue
+        doc.fig(fig_sensitivity(plots, title, ts, params, best))
+        imp, note = param_importances(ts, params)
+        if imp is None:
+            doc.p(f"Parameter importances: {note}.")
+        else:
+            doc.table(Table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()],
+                            caption=f"Parameter importances ({note})"))
+
+
+def _failures_section(doc: Doc, all_trials: list[Trial]) -> None:
+    failed = [t for t in all_trials if t.status == "ERROR"]
+    doc.h(2, "Failed trials")
+    if not failed:
+        doc.p(f"None of the {len(all_trials)} trials failed.")
+        return
+    doc.table(Table(["sweep", "trial", "algorithm", "last step", "error"],
+                    [[t.sweep, t.trial_id, t.algorithm, str(t.final_step), t.error or "(no error line recorded)"]
+                     for t in failed], caption=f"{len(failed)} of {len(all_trials)} trials failed"))
+
+
+def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs: dict[str, dict],
+                      files: list[str]) -> None:
+    doc.h(2, "Run metadata")
+    versions = _versions()
+    nodes = df["node/train"].dropna().nunique() if "node/train" in df.columns else 0
+    eval_nodes = (len({n for v in df["node/eval"].dropna() for n in str(v).split(",") if n})
+                  if "node/eval" in df.columns else 0)
+    doc.ul([
+        f"Generated: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"Results: {', '.join(f'`{_shown_path(f)}`' for f in files)}",
+        f"Git commit (at report time): `{_git_commit()}`",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"Report machine: {os.cpu_count()} CPUs, processor `{_pyplatform.processor() or _pyplatform.machine()}`, "
+        f"{_pyplatform.system()} {_pyplatform.release()}, Python {_pyplatform.python_version()}, "
+        f"CUDA: {_cuda(versions['torch'])}",
+        f"Training ran on {nodes} Ray node(s), evaluation on {eval_nodes} node(s) (from `node/train`, `node/eval`)"
+        if nodes else "Ray node ids not recorded",
+        f"Seeds: {', '.join(map(str, sorted(df['seed'].unique().tolist())))}",
+        f"Trials: {len(all_trials)}, failed: {sum(t.status == 'ERROR' for t in all_trials)}; rows: {len(df)}",
+    ])
+    for sweep in sorted(df["sweep"].unique()):
+        if sweep in specs:
+            doc.h(3, f"Spec: {sweep}")
+            doc.pre(json.dumps(specs[sweep], indent=2, sort_keys=True, default=str))
+        else:
+            doc.p(f"No spec.json found beside the results of `{sweep}`.")
+
+
+def _shown_path(path: str) -> str:
+    """A results file as the report names it: relative to the repository when inside it (no machine's paths)."""
+    rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
+    return rel if not rel.startswith("..") else os.path.basename(path)
+
+
+def build_report(paths: list[str], out_dir: str, protocol: str = "final") -> str:
+    """Write the report for ``paths`` (metrics.parquet files or sweep directories) to ``out_dir``.
+
+    ``protocol``: how a run's score is read off its evaluations (``PROTOCOLS``).  Returns the path of
+    ``index.html``.  Raises :class:`ReportError` (one-line message) on bad input.
+    """
+    if protocol not in PROTOCOLS:
+        raise ReportError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    df, specs, files = load_results([paths] if isinstance(paths, str) else list(paths))
+    fig_dir = os.path.join(out_dir, "figures")
+    if os.path.isdir(fig_dir):  # stale figures from an earlier report of the same name would mislead
+        shutil.rmtree(fig_dir)
+    os.makedirs(fig_dir, exist_ok=True)
+    plots = Plots(fig_dir)
+
+    all_trials = trials(df, protocol)
+    by_bench: dict[str, list[Trial]] = {}
+    studies: dict[tuple, list[Trial]] = {}
+    for t in all_trials:
+        by_bench.setdefault(t.bench, []).append(t)
+        studies.setdefault((t.sweep, t.algorithm, t.bench), []).append(t)
+
+    sweeps = sorted(df["sweep"].unique())
+    doc = Doc(f"Report: {', '.join(sweeps)}")
+    doc.h(2, "Budget")
+    doc.p("What was actually run (from the Parquet; items marked spec.json come from the study file). "
+          "The papers' numbers below were obtained with far larger budgets.")
+    doc.ul(_budget_lines(df, studies, specs))
+    if df["score"].notna().sum() == 0:
+        doc.p("No run reached an evaluation: there are no scores to report.")
+
+    best_by_bench = _results_section(doc, by_bench, protocol)
+
+    doc.h(2, "Learning curves")
+    for bench, best in best_by_bench.items():
+        if len(best) > 1:  # one algorithm alone: its per-trial figure below says it all
+            doc.fig(fig_algorithms(plots, df, bench, best))
+    doc.p("Per-trial curves are in the study sections below." if len(studies) else "")
+    _studies_section(doc, plots, df, studies)
+    _cost_section(doc, df, all_trials, specs)
+    _failures_section(doc, all_trials)
+    _metadata_section(doc, df, all_trials, specs, files)
+    doc.blocks = [b for b in doc.blocks if not (b[0] == "p" and not b[1])]
+
+    os.makedirs(out_dir, exist_ok=True)
+    index = os.path.join(out_dir, "index.html")
+    with open(index, "w", encoding="utf-8") as f:
+        f.write(render_html(doc))
+    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(render_markdown(doc))
+    return index
+
+
+def _default_out(paths: list[str]) -> str:
+    """reports/<sweep name> for one sweep, reports/<a>+<b>... for a comparison."""
+    names = []
+    for p in paths:
+        file = parquet_path(p)
+        try:
+            names += sorted(pd.read_parquet(file, columns=["sweep"])["sweep"].astype(str).unique())
+        except Exception:  # unreadable: build_report gives the proper error; name it after the directory
+            names.append(os.path.basename(os.path.dirname(os.path.abspath(file))))
+    name = "+".join(dict.fromkeys(names))[:100] or "report"
+    return os.path.join(REPO_ROOT, "reports", re.sub(r"[^A-Za-z0-9._+-]+", "_", name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m platform.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+", help="metrics.parquet files or sweep directories holding one")
+    parser.add_argument("--out", help="output directory (default: reports/<sweep name>)")
+    parser.add_argument("--protocol", default="final", choices=list(PROTOCOLS),
+                        help="score of a run: its last evaluation (default), its best, or the mean of its last "
+                             f"{LAST_K}; the papers' own protocols are named next to their columns")
+    args = parser.parse_args(argv)
+    try:
+        out = args.out or _default_out(args.results)
+        index = build_report(args.results, out, args.protocol)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+# the report's public names (tests and the sweep use them through ``platform.report``)
+__all__ = ["build_report", "main", "ReportError", "METRIC", "PROTOCOLS", "LAST_K", "iqm", "stratified_bootstrap_ci",
+           "final_scores", "trials", "best_trial", "varying_params", "load_results", "paper_reference",
+           "paper_budget", "_normalize"]

@@ -1,0 +1,6 @@
+"""``python -m platform.report``."""
+import sys
+
+from platform.report import main
+
+sys.exit(main())

@@ -1,0 +1,313 @@
+"""Statistics of a report: loading the Parquet, IQM and stratified-bootstrap CIs, the final-score
+protocols, trials and their best configuration, Optuna parameter importances."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+METRIC = "eval/normalized_score"
+REQUIRED = ("sweep", "trial_id", "algorithm", "dataset", "seed", "step")
+N_BOOT = 2000
+BOOT_SEED = 0
+
+
+class ReportError(ValueError):
+    """Bad input (missing / unreadable / incomplete results).  ``str(err)`` is one line for the user."""
+
+
+# ============================================================================ statistics
+
+
+def iqm(scores: Sequence[float] | np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% of runs.
+
+    Same convention as rliable (``scipy.stats.trim_mean(x, 0.25)``): ``int(0.25 * n)`` runs are cut
+    from each end, so for n < 4 nothing is cut and the IQM is the plain mean.
+    """
+    x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if x.size == 0:
+        return float("nan")
+    k = int(0.25 * x.size)
+    return float(x[k:x.size - k].mean())
+
+
+def _iqm_rows(samples: np.ndarray) -> np.ndarray:
+    """Row-wise IQM of a (reps, n) array (the vectorized form of :func:`iqm`)."""
+    k = int(0.25 * samples.shape[1])
+    s = np.sort(samples, axis=1)
+    return s[:, k:samples.shape[1] - k].mean(axis=1)
+
+
+def stratified_bootstrap_ci(tasks: Sequence[Sequence[float]], stat: str = "iqm", reps: int = N_BOOT,
+                            seed: int = BOOT_SEED, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile CI of ``stat`` over all runs, resampling runs with replacement *within* each task.
+
+    ``tasks`` is one array of per-run scores per task (rliable's stratified bootstrap); with one task
+    it is the ordinary bootstrap.  Deterministic for a given ``seed``.
+    """
+    arrays = [np.asarray(t, dtype=np.float64).ravel() for t in tasks]
+    arrays = [a[np.isfinite(a)] for a in arrays]
+    arrays = [a for a in arrays if a.size]
+    if not arrays:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    # Resample each task's runs separately, then pool them: each replicate keeps the task mix fixed.
+    samples = np.concatenate([a[rng.integers(0, a.size, size=(reps, a.size))] for a in arrays], axis=1)
+    values = _iqm_rows(samples) if stat == "iqm" else samples.mean(axis=1)
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def sample_std(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else float("nan")
+
+
+# ============================================================================ loading
+
+
+def parquet_path(path: str) -> str:
+    if not os.path.exists(path):
+        raise ReportError(f"no results at {path}")
+    if os.path.isdir(path):
+        inner = os.path.join(path, "metrics.parquet")
+        if not os.path.exists(inner):
+            raise ReportError(f"no results at {path} (no metrics.parquet in this directory)")
+        return inner
+    return path
+
+
+def _read_parquet(file: str) -> pd.DataFrame:
+    # Same contract as platform.results.read_results, read here because importing platform.results
+    # pulls in torch (via platform.checkpoint): seconds that a report does not need.
+    try:
+        return pd.read_parquet(file, engine="pyarrow")
+    except Exception:  # pyarrow raises ArrowInvalid, OSError... on anything that is not Parquet
+        raise ReportError(f"{file}: not a readable Parquet file") from None
+
+
+def load_results(paths: Sequence[str]) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    """Read and concatenate results files -> (rows, spec per sweep name, parquet paths)."""
+    if not paths:
+        raise ReportError("no results given")
+    frames, specs, files = [], {}, []
+    for p in paths:
+        file = parquet_path(p)
+        df = _read_parquet(file)
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise ReportError(f"{file}: missing required column(s): {', '.join(missing)}")
+        if len(df) == 0:
+            raise ReportError(f"{file}: no rows")
+        for col in ("seed", "step"):
+            if pd.to_numeric(df[col], errors="coerce").isna().any():
+                raise ReportError(f"{file}: column {col} has missing or non-numeric values")
+        files.append(file)
+        frames.append(df)
+        spec_file = os.path.join(os.path.dirname(file), "spec.json")
+        if os.path.exists(spec_file):
+            try:
+                with open(spec_file) as f:
+                    spec = json.load(f)
+                specs[str(spec.get("name") or df["sweep"].iloc[0])] = spec
+            except (OSError, ValueError):
+                pass  # a broken spec.json only costs the report its spec-derived lines
+    df = pd.concat(frames, ignore_index=True)
+    # The same file given twice (or overlapping resumed copies) must not double-count runs.
+    df = df.drop_duplicates(subset=["sweep", "trial_id", "seed", "step"], keep="last")
+    return _normalize(df), specs, files
+
+
+def _normalize(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    for col, default in (("env", ""), ("status", "TERMINATED"), ("error", None), (METRIC, np.nan)):
+        if col not in df.columns:
+            df[col] = default
+    df["env"] = df["env"].fillna("").astype(str)
+    df["status"] = df["status"].fillna("TERMINATED").astype(str)
+    df["sweep"], df["trial_id"] = df["sweep"].astype(str), df["trial_id"].astype(str)
+    df["seed"], df["step"] = df["seed"].astype(int), df["step"].astype(int)
+    df[METRIC] = pd.to_numeric(df[METRIC], errors="coerce")
+    # Trial ids are unique within a sweep only; prefix the sweep when several sweeps are compared.
+    multi = df["sweep"].nunique() > 1
+    df["_trial"] = (df["sweep"] + "/" + df["trial_id"]) if multi else df["trial_id"]
+    df["_bench"] = [f"{d} ({e})" if e else d for d, e in zip(df["dataset"].astype(str), df["env"])]
+    df["score"] = df[METRIC]
+    return df.sort_values(["_trial", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("config/")]
+
+
+# ============================================================================ analysis
+
+
+# How a run's score is read off its evaluations (the report's ``--protocol``); each paper's own protocol is
+# named next to its column.  "final" is the honest one (no selection on the evaluations) and the default.
+PROTOCOLS = {
+    "final": "the score at each run's last evaluation",
+    "best": "each run's best evaluation (Diffusion-QL's online model selection: optimistic)",
+    "last_k_mean": "the mean of each run's last {k} evaluations (Diffusion Policy's and EDP's average)",
+}
+LAST_K = 10  # Diffusion Policy: the last 10 checkpoints; EDP's code: its last 10 evaluations
+
+
+def final_scores(df: pd.DataFrame, protocol: str = "final", k: int = LAST_K) -> pd.DataFrame:
+    """One row per (trial, seed): the run's score under ``protocol`` and its last evaluated ``final_step``."""
+    if protocol not in PROTOCOLS:
+        raise ReportError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    ev = df[df["score"].notna()]
+    if ev.empty:
+        return ev.assign(final_step=pd.Series(dtype=int))
+    last = ev.loc[ev.groupby(["_trial", "seed"])["step"].idxmax()].copy()
+    if protocol != "final":
+        grouped = ev.sort_values("step").groupby(["_trial", "seed"])["score"]
+        agg = grouped.max() if protocol == "best" else grouped.apply(lambda x: float(x.tail(k).mean()))
+        last["score"] = [float(agg.loc[(t, s)]) for t, s in zip(last["_trial"], last["seed"])]
+    return last.rename(columns={"step": "final_step"}).reset_index(drop=True)
+
+
+@dataclass
+class Trial:
+    key: str
+    sweep: str
+    trial_id: str
+    algorithm: str
+    bench: str
+    dataset: str
+    env: str
+    params: dict
+    scores: np.ndarray              # final score per seed, seed order
+    seeds: list[int]
+    final_step: int
+    status: str
+    error: str | None
+
+    @property
+    def mean(self) -> float:
+        return float(self.scores.mean()) if self.scores.size else float("nan")
+
+    @property
+    def std(self) -> float:
+        return sample_std(self.scores)
+
+
+def trials(df: pd.DataFrame, protocol: str = "final") -> list[Trial]:
+    """Every trial, evaluated or not, with its scores under ``protocol`` and its configuration."""
+    fin = final_scores(df, protocol)
+    cfg = config_columns(df)
+    out = []
+    for key, g in df.groupby("_trial", sort=True):
+        first = g.iloc[0]
+        f = fin[fin["_trial"] == key].sort_values("seed")
+        errors = [e for e in g["error"].dropna().astype(str) if e.strip()]
+        params = {c[len("config/"):]: _py(g[c].dropna().iloc[0]) for c in cfg if g[c].notna().any()}
+        out.append(Trial(key=key, sweep=first["sweep"], trial_id=first["trial_id"], algorithm=str(first["algorithm"]),
+                         bench=first["_bench"], dataset=str(first["dataset"]), env=first["env"], params=params,
+                         scores=f["score"].to_numpy(dtype=np.float64), seeds=[int(s) for s in f["seed"]],
+                         final_step=int(f["final_step"].max()) if len(f) else int(g["step"].max()),
+                         status="ERROR" if (g["status"] == "ERROR").any() else str(first["status"]),
+                         error=errors[-1] if errors else None))
+    return out
+
+
+def _py(v):
+    """numpy scalar -> plain Python (for optuna distributions and display)."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def best_trial(ts: list[Trial]) -> Trial | None:
+    """Highest mean final score among the trials that ran the full budget (ASHA-stopped ones did not)."""
+    evald = [t for t in ts if t.scores.size]
+    if not evald:
+        return None
+    full = max(t.final_step for t in evald)
+    pool = [t for t in evald if t.final_step == full]
+    return max(pool, key=lambda t: (t.mean, -pool.index(t)))   # ties: the first in trial order
+
+
+def varying_params(ts: list[Trial]) -> list[str]:
+    """Config parameters whose value differs between trials: the searched ones."""
+    names = sorted({k for t in ts for k in t.params})
+    out = []
+    for k in names:
+        vals = {json.dumps(t.params.get(k), sort_keys=True, default=str) for t in ts}
+        if len(vals) > 1:
+            out.append(k)
+    return out
+
+
+def is_numeric(values: list) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def fmt_param(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def fmt_params(params: dict, keys: list[str] | None = None) -> str:
+    keys = sorted(params) if keys is None else keys
+    return ", ".join(f"{k}={fmt_param(params[k])}" for k in keys if k in params)
+
+
+def param_importances(ts: list[Trial], params: list[str]) -> tuple[dict[str, float] | None, str]:
+    """Optuna importances of the searched parameters for the trials' mean final score -> (values, note)."""
+    evald = [t for t in ts if t.scores.size and np.isfinite(t.mean) and all(k in t.params for k in params)]
+    if not params:
+        return None, "no searched parameters"
+    if len(evald) < 3:
+        return None, f"not computed: {len(evald)} evaluated trial(s); importances need at least 3"
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {}
+    for k in params:
+        vals = [t.params[k] for t in evald]
+        if is_numeric(vals):
+            lo, hi = min(vals), max(vals)
+            log = lo > 0 and hi / lo > 10
+            if all(isinstance(v, int) for v in vals):
+                dists[k] = IntDistribution(int(lo), int(hi), log=log and lo >= 1)
+            else:
+                dists[k] = FloatDistribution(float(lo), float(hi), log=log)
+        else:
+            dists[k] = CategoricalDistribution(sorted({json.dumps(v, default=str) for v in vals}))
+    study = optuna.create_study(direction="maximize")
+    for t in evald:
+        p = {k: (t.params[k] if not isinstance(dists[k], CategoricalDistribution)
+                 else json.dumps(t.params[k], default=str)) for k in params}
+        study.add_trial(optuna.trial.create_trial(params=p, distributions=dists, value=t.mean))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # PedAnova is flagged experimental
+        # fANOVA and mean-decrease-impurity need scikit-learn; PED-ANOVA does not.
+        for name, make in (("fANOVA", lambda: optuna.importance.FanovaImportanceEvaluator(seed=BOOT_SEED)),
+                           ("mean decrease impurity",
+                            lambda: optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=BOOT_SEED)),
+                           ("PED-ANOVA", lambda: optuna.importance.PedAnovaImportanceEvaluator())):
+            try:
+                evaluator = make()
+            except ImportError:
+                continue
+            try:
+                imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            except Exception as e:  # a degenerate study (e.g. all scores equal) is reported, not fatal
+                return None, f"not computed ({name}: {type(e).__name__}: {e})"
+            note = f"optuna {name} over {len(evald)} trials"
+            if len(evald) < 10:
+                note += " (few trials: indicative only)"
+            if len(params) == 1:
+                note += "; a single searched parameter has importance 1 by construction"
+            return {k: float(v) for k, v in imp.items()}, note
+    return None, "not computed: no optuna importance evaluator available"
+
+
