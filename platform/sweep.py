@@ -25,8 +25,10 @@ import sys
 import time
 
 from platform import history
-from platform.spec import (TRAINABLE_CPU, SpecError, SweepSpec, load_spec, max_concurrent_trials, num_grid_points,
-                           evaluations_until, paper_point, param_space, startup_trials, trial_resources)
+from platform.console import ProgressPrinter, QuietStream
+from platform.search import (TRAINABLE_CPU, evaluations_until, max_concurrent_trials, num_grid_points, paper_point,
+                             param_space, startup_trials, trial_resources)
+from platform.spec import SpecError, SweepSpec, load_spec
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
@@ -184,140 +186,6 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     trainer.fit()
-
-
-class ProgressPrinter:
-    """The console: one line per evaluation, per finished / stopped / failed trial, and every
-    ``status_every`` seconds a status line (trials running / done / pending, best so far, elapsed, ETA)."""
-
-    def __init__(self, metric: str, total: int, steps: int = 0, mode: str = "max", status_every: float = 30.0):
-        from ray.tune import Callback
-        from ray.tune.stopper import Stopper
-
-        self.done, self.import_error = 0, None
-        self.t0, self.last_status = time.time(), time.time()
-        self.progress: dict[str, int] = {}  # trial id -> last reported step
-        self.started: dict[str, float] = {}  # trial id -> when it started
-        self.best: tuple[float, str] | None = None
-        printer = self
-        sign = 1.0 if mode == "max" else -1.0
-
-        class _CB(Callback):
-            def on_trial_start(cb, iteration, trials, trial, **info):
-                printer.started.setdefault(trial.trial_id, time.time())
-
-            def on_trial_result(cb, iteration, trials, trial, result):
-                printer.progress[trial.trial_id] = int(result.get("step") or 0)
-                if not result.get("is_eval", 1):
-                    return
-                score = result.get(metric)
-                if isinstance(score, (int, float)) and math.isfinite(score) and (
-                        printer.best is None or sign * score > sign * printer.best[0]):
-                    printer.best = (float(score), trial.trial_id)
-                params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
-                print(f"[sweep] {trial.trial_id} step {result.get('step')}: {metric}="
-                      f"{_fmt(score)}" + (f" ({params})" if params else ""), flush=True)
-
-            def on_trial_complete(cb, iteration, trials, trial):
-                printer.done += 1
-                stopped = printer.progress.get(trial.trial_id, steps) < steps  # a scheduler (ASHA) stopped it
-                print(f"[sweep] {trial.trial_id} {'stopped early by the scheduler' if stopped else 'finished'} "
-                      f"({printer.done}/{total} trials done)", flush=True)
-
-            def on_trial_error(cb, iteration, trials, trial):
-                printer.done += 1
-                line = _last_line(trial.error_file)
-                print(f"[sweep] {trial.trial_id} FAILED ({printer.done}/{total} trials done): {line}", flush=True)
-                if line.startswith(("ModuleNotFoundError", "ImportError")) and printer.import_error is None:
-                    # every later trial would fail the same way: stop launching them
-                    printer.import_error = line
-                    print("[sweep] an import error fails every trial alike: stopping the sweep", flush=True)
-
-            def on_step_end(cb, iteration, trials, **info):
-                now = time.time()
-                if now - printer.last_status >= status_every:
-                    printer.last_status = now
-                    print(printer.status_line(trials), flush=True)
-
-        class _StopOnImportError(Stopper):
-            def __call__(self, trial_id, result):
-                return False
-
-            def stop_all(self):
-                return printer.import_error is not None
-
-        self.total, self.steps = total, steps
-        self.callback, self.stopper = _CB(), _StopOnImportError()
-
-    def status_line(self, trials) -> str:
-        states = [t.status for t in trials]
-        running = states.count("RUNNING")
-        pending = states.count("PENDING") + max(0, self.total - len(trials))
-        elapsed = time.time() - self.t0
-        line = f"[sweep] {running} running, {self.done} done, {pending} pending"
-        if self.best is not None:
-            line += f" | best {_fmt(self.best[0])} ({self.best[1]})"
-        line += f" | {_duration(elapsed)} elapsed"
-        done_steps = sum(min(v, self.steps) for v in self.progress.values())
-        frac = done_steps / max(1, self.total * self.steps)
-        if 0.02 < frac < 1:
-            # the whole study's pace, but never less than what its slowest running trial still needs at its own pace
-            eta = [elapsed * (1 - frac) / frac]
-            for t in trials:
-                step, t0 = self.progress.get(t.trial_id, 0), self.started.get(t.trial_id)
-                if t.status == "RUNNING" and step > 0 and t0 is not None:
-                    eta.append((time.time() - t0) * (self.steps - step) / step)
-            line += f", ETA {_duration(max(eta))}"
-        return line
-
-
-def _duration(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-# Ray's own console lines that bury the sweep's (the raylet's worker-start warnings on a small machine, Train's
-# preemption watcher, Tune's pointers to its files): dropped from the console unless --verbose; Ray's log
-# files keep them.
-RAY_NOISE = ("worker processes have been started", "PreemptionWatcher", "To visualize your results with TensorBoard",
-             "View detailed results here", "Reporting training result")
-
-
-class _QuietStream:
-    """A text stream that drops whole lines containing any of ``RAY_NOISE`` and passes the rest on."""
-
-    def __init__(self, stream):
-        self.stream, self.buffer = stream, ""
-
-    def write(self, text: str) -> int:
-        self.buffer += text
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            if not any(p in line for p in RAY_NOISE):
-                self.stream.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        if self.buffer and not any(p in self.buffer for p in RAY_NOISE):
-            self.stream.write(self.buffer)
-            self.buffer = ""
-        self.stream.flush()
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-def _fmt(v):
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _last_line(path) -> str:
-    try:
-        with open(path) as f:
-            lines = [l.strip() for l in f if l.strip()]
-        return lines[-1] if lines else "?"
-    except (OSError, TypeError):
-        return "?"
 
 
 def wandb_callback(spec: SweepSpec):
@@ -565,7 +433,7 @@ def main(argv=None) -> int:
               f"  storage {storage}")
         return 0
     if not args.verbose:
-        sys.stdout, sys.stderr = _QuietStream(sys.stdout), _QuietStream(sys.stderr)
+        sys.stdout, sys.stderr = QuietStream(sys.stdout), QuietStream(sys.stderr)
     try:
         run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose)
     except SpecError as e:

@@ -23,7 +23,8 @@ import torch
 import algorithms
 from platform import history
 from platform import checkpoint as checkpoint_io
-from platform.spec import SweepSpec, evaluations_until
+from platform.search import evaluations_until
+from platform.spec import SweepSpec
 
 
 # ----------------------------------------------------------------------------- batches

@@ -254,7 +254,8 @@ def test_kuberay_rayjob():
 
 
 def test_cluster_study_fits_the_cluster_configs():
-    from platform.spec import load_spec, trial_resources
+    from platform.search import trial_resources
+    from platform.spec import load_spec
 
     spec = load_spec(STUDY)
     r, s = spec.resources, spec.search

@@ -4,7 +4,8 @@ import numpy as np
 import optuna
 import pytest
 
-from platform.spec import load_spec, paper_point, startup_trials
+from platform.search import paper_point, startup_trials
+from platform.spec import load_spec
 from platform.sweep import tpe_sampler
 
 

@@ -3,7 +3,8 @@ import textwrap
 
 import pytest
 
-from platform.spec import SpecError, load_spec, max_concurrent_trials, param_space, trial_resources
+from platform.search import max_concurrent_trials, param_space, trial_resources
+from platform.spec import SpecError, load_spec
 
 GOOD = """\
 name: t
@@ -198,7 +199,7 @@ def test_dataset_grid_is_a_trial_dimension(tmp_path):
         """)
     spec = load_spec(write(tmp_path, text))
     assert spec.datasets == ["generated:pendulum-medium", "generated:pendulum-random"]
-    from platform.spec import num_grid_points
+    from platform.search import num_grid_points
 
     assert num_grid_points(spec) == 4
     view, params = spec.for_trial({"algorithm": "dql", "dataset": "generated:pendulum-random"})

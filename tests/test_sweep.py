@@ -204,10 +204,10 @@ def test_two_concurrent_trials_really_overlap(tmp_path, data_dir):
 def test_quiet_console_drops_ray_noise_only():
     import io
 
-    from platform.sweep import _QuietStream
+    from platform.console import QuietStream
 
     out = io.StringIO()
-    q = _QuietStream(out)
+    q = QuietStream(out)
     q.write("[sweep] a step 1: x=1\n(raylet) WARNING: 8 PYTHON worker processes have been started on node\n[sw")
     q.write("eep] done\n")
     q.flush()
@@ -217,7 +217,7 @@ def test_quiet_console_drops_ray_noise_only():
 def test_status_line_eta_waits_for_the_slowest_trial():
     from types import SimpleNamespace
 
-    from platform.sweep import ProgressPrinter
+    from platform.console import ProgressPrinter
 
     p = ProgressPrinter("eval/normalized_score", total=2, steps=3000)
     now = time.time()

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from platform.datasets import generate
+from platform.datasets import collect  # the generated datasets' names and costs (generating imports generate.py)
 from platform.datasets.base import KINDS, ROBOTICS_KINDS, OfflineDataset, d4rl_dir, data_dir, split_name
 
 
@@ -44,7 +44,7 @@ def d4rl_path(value: str, cache_dir: str | None = None) -> str:
             return path
     quality = rest.rsplit("-v", 1)[0] if rest else ""
     hint = ""
-    if env in generate.ENVS and quality in generate.QUALITIES:
+    if env in collect.ENVS and quality in collect.QUALITIES:
         hint = (f" or use a D4RL-style dataset made here: dataset: generated:{env}-{quality} after "
                 f"`python -m platform.datasets.generate {env} {quality}`")
     raise FileNotFoundError(
@@ -53,7 +53,7 @@ def d4rl_path(value: str, cache_dir: str | None = None) -> str:
 
 
 def generated_path(value: str, cache_dir: str | None = None) -> str:
-    env, quality = generate.parse_name(value)
+    env, quality = collect.parse_name(value)
     return os.path.join(data_dir(cache_dir), f"{env}-{quality}.hdf5")
 
 
@@ -80,26 +80,28 @@ def _load_d4rl(value, cache_dir, allow_generate):
 def _check_generated(value, cache_dir, validate):
     from platform.datasets.d4rl import read_arrays
 
-    env, quality = generate.parse_name(value)
+    env, quality = collect.parse_name(value)
     path = generated_path(value, cache_dir)
-    if not os.path.exists(path) and not generate.is_cheap(env, quality):
+    if not os.path.exists(path) and not collect.is_cheap(env, quality):
         raise FileNotFoundError(f"dataset 'generated:{value}' is not generated yet: "
-                                f"{generate.missing_message(env, quality, path)}")
+                                f"{collect.missing_message(env, quality, path)}")
     if validate and os.path.exists(path):
         read_arrays(path)
-    return generate.ENVS[env]["env_id"]
+    return collect.ENVS[env]["env_id"]
 
 
 def _load_generated(value, cache_dir, allow_generate):
     from platform.datasets.d4rl import load_d4rl
 
-    env, quality = generate.parse_name(value)
+    env, quality = collect.parse_name(value)
     path = generated_path(value, cache_dir)
     if not os.path.exists(path):
-        if allow_generate is False or (allow_generate is None and not generate.is_cheap(env, quality)):
+        if allow_generate is False or (allow_generate is None and not collect.is_cheap(env, quality)):
             raise FileNotFoundError(f"dataset 'generated:{value}' is not generated yet: "
-                                    f"{generate.missing_message(env, quality, path)}")
-        generate.generate(env, quality, path)
+                                    f"{collect.missing_message(env, quality, path)}")
+        from platform.datasets.generate import generate as make
+
+        make(env, quality, path)
     data = load_d4rl(path)
     data.name = f"generated:{env}-{quality}"
     return data
@@ -187,14 +189,16 @@ def ensure_dataset(name: str, cache_dir: str | None = None) -> None:
     kind, value = split_name(name)
     if kind != "generated":
         return
-    env, quality = generate.parse_name(value)
+    env, quality = collect.parse_name(value)
     path = generated_path(value, cache_dir)
-    if not os.path.exists(path) and generate.is_cheap(env, quality):
-        if not generate.ENVS[env]["cheap"]:
+    if not os.path.exists(path) and collect.is_cheap(env, quality):
+        if not collect.ENVS[env]["cheap"]:
             print(f"[data] {name} is not in {os.path.dirname(path)} yet: collecting it from "
                   f"{'a random policy' if quality == 'random' else 'the shipped behaviour policy'} (minutes)",
                   flush=True)
-        generate.generate(env, quality, path)
+        from platform.datasets.generate import generate as make
+
+        make(env, quality, path)
 
 
 def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool | None = None) -> OfflineDataset:
