@@ -1,4 +1,4 @@
-"""platform/report.py on a small Parquet file written here with known values (real pyarrow, no mocks).
+"""platform/report/ on a small Parquet file written here with known values (real pyarrow, no mocks).
 
 The study: 2 algorithms x 3 trials x 3 seeds x 4 evaluations on d4rl:hopper-medium-v2, searched
 parameter ``eta`` (0.1, 1, 10: two decades, so a log axis), a fixed ``n_timesteps``, train-only rows
