@@ -42,6 +42,10 @@ class Algorithm:
     """
 
     data_kind: ClassVar[str] = "transitions"
+    # transitions: one observation in, one action out (sequence models set their own in __init__)
+    obs_horizon: int = 1
+    pred_horizon: int = 1
+    action_horizon: int = 1
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""

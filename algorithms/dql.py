@@ -427,4 +427,4 @@ class DiffusionQL(Algorithm):
                 self._reward_fitted = True
 
 
-__all__ = ["DQLConfig", "DiffusionQL", "TwinQ", "FusedTwinQ", "mlp", "soft_update", "ema_update", "select_by_q", "coerce_field_types"]
+__all__ = ["DQLConfig", "DiffusionQL", "FusedTwinQ", "select_by_q"]

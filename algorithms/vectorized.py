@@ -17,7 +17,7 @@ random stream as an ordinary run of seed ``i`` and matches it to float round-off
 Supported: the paper's defaults (``max_q_backup=False``, ``reward_shaping="none"``, ``lr_decay=False``,
 ``eta > 0``); other options raise ``ValueError``.  No Ray in here.
 
-How it would plug into ``platform/training.py`` (not wired: the lead owns the loop): a trial with
+How ``platform/training.py`` uses it (``train: {vectorize_seeds: true}``, ``VectorizedSeedRuns``): a trial with
 seeds ``[s_1..s_N]`` builds one ``VectorizedDQL(config, env_spec, seeds)`` instead of N ``SeedRun``s,
 stacks the N samplers' batches (``stack_batches``) each step, and reports ``update``'s per-seed metric
 dicts under ``seed<s>/...`` as today; ``seed_state_dict(i)`` gives each seed's plain ``DiffusionQL``

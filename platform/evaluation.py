@@ -10,7 +10,8 @@ retried on a restarted actor (``max_restarts``/``max_task_retries``) gives the s
 Metrics (per evaluated model): ``eval/return_mean``, ``eval/return_std``, ``eval/normalized_score``
 (D4RL's ``100 * (R - random) / (expert - random)`` when the task has reference returns; for
 Push-T, 100 x the mean over episodes of each episode's best reward, the paper's test score),
-``eval/success_rate``, ``eval/max_reward_mean``, ``eval/length_mean``.
+``eval/success_rate``, ``eval/max_reward_mean``, ``eval/length_mean``, ``eval/act_ms`` (mean wall time of one
+batched ``act`` call: a policy's sampling cost, e.g. K or the solver's steps).
 """
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
     """
     import gymnasium as gym
 
-    To = getattr(algo, "obs_horizon", 1)
+    import time
+
+    To = algo.obs_horizon
     out: list[dict] = []
     n_envs = len(env_fns)
     envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
@@ -56,10 +59,13 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
             success = np.zeros(n_envs, dtype=bool)
             done = np.zeros(n_envs, dtype=bool)
             done[n:] = True
+            act_s, act_calls = 0.0, 0
             while not done.all():
                 obs_seq = torch.as_tensor(np.stack(history, axis=1), dtype=torch.float32)  # (B, To, obs_dim)
+                tick = time.perf_counter()
                 with torch.no_grad():
                     actions = algo.act(obs_seq).cpu().numpy()  # (B, Ta, act_dim)
+                act_s, act_calls = act_s + time.perf_counter() - tick, act_calls + 1
                 for t in range(actions.shape[1]):
                     obs, reward, term, trunc, info = envs.step(actions[:, t])
                     live = ~done
@@ -74,7 +80,8 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
                         break
             for i in range(n):
                 out.append({"seed": int(chunk[i]), "return": float(ret[i]), "max_reward": float(best[i]),
-                            "length": int(length[i]), "success": bool(success[i])})
+                            "length": int(length[i]), "success": bool(success[i]),
+                            "act_ms": 1000.0 * act_s / max(1, act_calls)})  # one act call for the batch of envs
     finally:
         envs.close()
         torch.set_rng_state(rng_state)
@@ -95,6 +102,8 @@ def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max:
         "eval/max_reward_mean": float(best.mean()),
         "eval/length_mean": float(np.mean([e["length"] for e in episodes])),
         "eval/episodes": len(episodes),
+        # wall time of one act call (all of an actor's envs at once, on its CPU share): the sampling cost
+        "eval/act_ms": float(np.mean([e.get("act_ms", float("nan")) for e in episodes])),
     }
     if env_id in PUSHT_IDS:
         m["eval/normalized_score"] = 100.0 * float(best.mean())
@@ -125,6 +134,21 @@ class RolloutActor:
         return ray.get_runtime_context().get_node_id()
 
 
+class PendingEvaluation:
+    """An evaluation in flight on the rollout actors: one list of episode-chunk futures per evaluated model."""
+
+    def __init__(self, futures: list[list], env_id: str, ref_min, ref_max):
+        self.futures, self.env_id, self.ref_min, self.ref_max = futures, env_id, ref_min, ref_max
+
+    def result(self) -> list[dict]:
+        out = []
+        for fs in self.futures:
+            episodes = [e for chunk in ray.get(fs) for e in chunk]
+            episodes.sort(key=lambda e: e["seed"])
+            out.append(summarize(episodes, self.env_id, self.ref_min, self.ref_max))
+        return out
+
+
 class EvalPool:
     """A pool of ``n_actors`` rollout actors; evaluates several models' weights in parallel."""
 
@@ -147,6 +171,11 @@ class EvalPool:
 
         Returns one ``eval/...`` metrics dict per state.  Work is spread over all actors.
         """
+        return self.submit(states, n_episodes, first_seed).result()
+
+    def submit(self, states: list[dict], n_episodes: int, first_seed: int) -> "PendingEvaluation":
+        """Start the evaluation and return at once; the weights are copied into Ray's object store here, so
+        training may go on changing them.  ``.result()`` waits for the metrics (the same as ``evaluate``'s)."""
         seeds = list(range(first_seed, first_seed + n_episodes))
         per_actor = math.ceil(n_episodes / len(self.actors))
         futures = []
@@ -154,12 +183,7 @@ class EvalPool:
             ref = ray.put(to_cpu(state))
             futures.append([a.evaluate.remote(ref, seeds[i * per_actor:(i + 1) * per_actor])
                             for i, a in enumerate(self.actors) if seeds[i * per_actor:(i + 1) * per_actor]])
-        out = []
-        for fs in futures:
-            episodes = [e for chunk in ray.get(fs) for e in chunk]
-            episodes.sort(key=lambda e: e["seed"])
-            out.append(summarize(episodes, self.env_id, self.ref_min, self.ref_max))
-        return out
+        return PendingEvaluation(futures, self.env_id, self.ref_min, self.ref_max)
 
     def node_ids(self) -> list[str]:
         return ray.get([a.node_id.remote() for a in self.actors])

@@ -4,9 +4,11 @@ One row per (trial, seed, report point)::
 
     sweep, trial_id, algorithm, dataset, env, seed, config/<param>..., step, time_s,
     train/<metric>..., eval/return_mean, eval/return_std, eval/normalized_score,
-    eval/success_rate, ..., time/steps_per_s, node/train, node/eval, status, error
+    eval/success_rate, eval/act_ms, ..., time/steps_per_s, time/ms_per_step, node/train, node/eval,
+    status, error, paper_default
 
-A trial a scheduler stopped early has status ``STOPPED``.
+A trial a scheduler stopped early has status ``STOPPED``.  ``paper_default`` marks the trial that ran the
+paper's setting (the algorithm's defaults for every searched parameter, run first by Optuna studies).
 A failed trial keeps its rows (status ``ERROR``) and, if it never reported, gets one row with the
 reason in ``error``.  The file is written atomically (temp file + rename) and merged with what is
 already there, keyed by (sweep, trial_id, seed, step), so a resumed sweep appends without duplicates.
@@ -44,11 +46,14 @@ def save_spec(spec: SweepSpec, storage: str) -> None:
 
 
 def rows_from_history(reports: list[dict], *, sweep: str, trial_id: str, algorithm: str, dataset: str, env: str,
-                      seeds: list[int], params: dict, status: str, error: str | None) -> list[dict]:
-    """Turn a trial's reported results (flat dicts) into one row per (seed, step)."""
+                      seeds: list[int], params: dict, status: str, error: str | None,
+                      paper_default: bool = False) -> list[dict]:
+    """Turn a trial's reported results (flat dicts) into one row per (seed, step).
+
+    ``paper_default``: the trial ran the paper's setting (the study's first, ``search.paper_point``)."""
     rows = []
     base = {"sweep": sweep, "trial_id": trial_id, "algorithm": algorithm, "dataset": dataset, "env": env,
-            "status": status, "error": error}
+            "status": status, "error": error, "paper_default": bool(paper_default)}
     base.update({f"config/{k}": _plain(v) for k, v in params.items()})
     for result in reports:
         step = result.get("step")
@@ -90,6 +95,9 @@ def _error_line(err) -> str | None:
 def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.DataFrame:
     from platform.datasets import dataset_env_id
 
+    from platform.search import paper_point
+
+    point = paper_point(spec)
     rows = []
     for result in grid:
         trial_id = _trial_id(result)
@@ -102,8 +110,14 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         status = "ERROR" if result.error else "STOPPED" if last_step < spec.train.steps else "TERMINATED"
         rows += rows_from_history(reports, sweep=spec.name, trial_id=trial_id,
                                   algorithm=tspec.algorithm, dataset=tspec.dataset, env=env, seeds=spec.train.seeds,
-                                  params=params, status=status, error=_error_line(result.error))
+                                  params=params, status=status, error=_error_line(result.error),
+                                  paper_default=point is not None and all(
+                                      _same(searched.get(k), v) for k, v in point.items()))
     return pd.DataFrame(rows)
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9))
 
 
 def _trial_id(result) -> str:

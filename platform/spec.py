@@ -22,6 +22,9 @@ A study (see ``search_spaces/*.yaml``)::
         eta: {loguniform: [0.1, 10.0]}      # uniform | loguniform | int | logint | choice | grid | a fixed value
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0, eval_actors: 2}
 
+Score against cost (the trade K makes): ``objectives: {eval/normalized_score: max, eval/act_ms: min}``
+instead of metric/mode searches the Pareto front with Optuna's multi-objective TPE; the report draws it.
+
 A study that compares algorithms on the same data, seeds and evaluation makes the algorithm a grid
 dimension and keys the fixed parameters by algorithm (searched parameters must then be shared by all)::
 
@@ -75,6 +78,8 @@ class TrainSpec:
     checkpoint_every: int = 0      # 0 -> checkpoint at every evaluation
     eval_seed: int = 100_000       # first environment seed of evaluation episodes (Push-T protocol)
     log_every: int = 0             # 0 -> report train metrics only at evaluations
+    vectorize_seeds: bool = False  # dql: a worker's seeds in one vmapped update (algorithms/vectorized.py)
+    overlap_eval: bool = False     # evaluate step s's snapshot while training on; reported as step s later
 
 
 @dataclass
@@ -91,6 +96,9 @@ class SearchSpec:
     n_startup_trials: int = -1     # TPE's random start-up trials; -1: a quarter of num_samples, at least 2
     paper_default_first: bool = True  # trial 0 = the algorithm's defaults (the paper's setting) when in the space
     space: dict[str, Any] = field(default_factory=dict)
+    # Two or more objectives, {metric: max|min} in order (e.g. score and eval/act_ms): Optuna's multi-objective
+    # TPE searches the front (searcher optuna, scheduler fifo); the first is also `metric`/`mode`.
+    objectives: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -306,6 +314,27 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
     return spec
 
 
+REPORTED_PREFIXES = ("eval/", "train/", "time/")
+
+
+def _validate_objectives(s: SearchSpec, c: _Checker) -> None:
+    """``objectives: {metric: mode, ...}``: at least two reported metrics, modes max/min, Optuna without ASHA;
+    ``metric``/``mode`` become the first objective (the one the console's "best" and ``--protocol`` rank by)."""
+    path = ("search", "objectives")
+    if len(s.objectives) < 2:
+        c.fail(path, f"give two or more {{metric: max|min}} (one objective is metric/mode), got {s.objectives!r}")
+    for metric, mode in s.objectives.items():
+        if not isinstance(metric, str) or not metric.startswith(REPORTED_PREFIXES):
+            c.fail(path + (str(metric),), "must be a reported metric such as eval/normalized_score or eval/act_ms")
+        if mode not in ("max", "min"):
+            c.fail(path + (metric,), f"must be 'max' or 'min', got {mode!r}")
+    if s.searcher != "optuna":
+        c.fail(("search", "searcher"), f"several objectives need searcher: optuna, got {s.searcher!r}")
+    if s.scheduler != "fifo":
+        c.fail(("search", "scheduler"), "several objectives need scheduler: fifo (ASHA stops on one metric)")
+    s.metric, s.mode = next(iter(s.objectives.items()))
+
+
 def _parse_datasets(c: _Checker, value) -> list[str]:
     """``dataset: name`` -> []; ``dataset: {grid: [a, b]}`` -> [a, b] (a grid dimension, like algorithms)."""
     if isinstance(value, str):
@@ -376,15 +405,19 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
             c.fail(("train", key), f"must be >= {low}, got {value}")
     if not t.seeds:
         c.fail(("train", "seeds"), "give at least one seed")
+    if t.vectorize_seeds and spec.algorithm != "dql":
+        c.fail(("train", "vectorize_seeds"), f"supported for dql only (algorithms/vectorized.py), not {spec.algorithm!r}")
     if len(set(t.seeds)) != len(t.seeds):
         c.fail(("train", "seeds"), f"seeds must be distinct, got {t.seeds}")
+    if s.objectives:
+        _validate_objectives(s, c)
     if s.mode not in ("max", "min"):
         c.fail(("search", "mode"), f"must be 'max' or 'min', got {s.mode!r}")
     if s.searcher not in _SEARCHERS:
         c.fail(("search", "searcher"), f"must be one of {', '.join(_SEARCHERS)}, got {s.searcher!r}")
     if s.scheduler not in _SCHEDULERS:
         c.fail(("search", "scheduler"), f"must be one of {', '.join(_SCHEDULERS)}, got {s.scheduler!r}")
-    if not (s.metric.startswith("eval/") or s.metric.startswith("train/")):
+    if not s.metric.startswith(REPORTED_PREFIXES):
         c.fail(("search", "metric"), f"must be a reported metric such as eval/normalized_score, got {s.metric!r}")
     if s.num_samples < 1:
         c.fail(("search", "num_samples"), f"must be >= 1, got {s.num_samples}")

@@ -234,7 +234,8 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
         # model of knobs that interact (eta with K; To/Tp/Ta), constant liar for trials running concurrently.
         sampler = tpe_sampler(s.seed, startup_trials(spec))
         point = paper_point(spec)
-        search_alg = OptunaSearch(sampler=sampler, points_to_evaluate=[point] if point else None)
+        objectives = dict(metric=list(s.objectives), mode=list(s.objectives.values())) if s.objectives else {}
+        search_alg = OptunaSearch(sampler=sampler, points_to_evaluate=[point] if point else None, **objectives)
     else:
         from ray.tune.search import BasicVariantGenerator
 
@@ -262,7 +263,9 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
-        tune_config=tune.TuneConfig(metric=s.metric, mode=s.mode, search_alg=search_alg, scheduler=scheduler,
+        # several objectives: the searcher holds them (Tune's own metric would replace its list)
+        tune_config=tune.TuneConfig(metric=None if s.objectives else s.metric, mode=None if s.objectives else s.mode,
+                                    search_alg=search_alg, scheduler=scheduler,
                                     num_samples=s.num_samples,
                                     max_concurrent_trials=concurrent if s.searcher == "optuna" else None),
         run_config=tune.RunConfig(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import tempfile
 import time
 
@@ -151,6 +152,100 @@ class SeedRun:
         return out
 
 
+class SeedRuns:
+    """The seeds one worker trains, one ``SeedRun`` each, stepped in turn (the default)."""
+
+    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device):
+        self.runs = [SeedRun(s, spec, config, env_spec, data, device) for s in seeds]
+
+    def step(self, batch_size: int, step: int) -> None:
+        for run in self.runs:
+            run.step(batch_size, step)
+
+    def train_metrics(self, step: int) -> dict[int, dict]:
+        return {run.seed: run.train_metrics(step) for run in self.runs}
+
+    def policy_states(self) -> list[dict]:
+        return [run.algo.policy_state_dict() for run in self.runs]
+
+    def save(self, directory: str, step: int) -> None:
+        for run in self.runs:
+            checkpoint_io.save_seed_state(directory, run.seed, run.algo.state_dict(), step, run.rng)
+
+    def load(self, directory: str) -> int:
+        """Restore every seed from a checkpoint directory; returns its step."""
+        step = 0
+        for run in self.runs:
+            # to CPU: Optimizer.load_state_dict moves the state to its parameters' devices but keeps Adam's
+            # `step` counters on the CPU, as a fresh optimizer has them (on the GPU they sync every step)
+            state = checkpoint_io.load_seed_state(directory, run.seed, "cpu")
+            run.algo.load_state_dict(state["algo"])
+            if state["rng"] is not None:
+                run.rng = state["rng"].to("cpu", torch.uint8)
+            step = state["step"]
+            run.sampler.reseed(run.seed, step)  # continue the batch stream deterministically from the step
+        return step
+
+
+class VectorizedSeedRuns:
+    """``train: {vectorize_seeds: true}``: a worker's Diffusion-QL seeds as one ``VectorizedDQL`` (one vmapped
+    update for all seeds).  Seed s follows the same random streams as ``SeedRun(s)``: the same initial weights
+    (built after ``torch.manual_seed(s)``), the torch stream from there on, the same batch sampler."""
+
+    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device):
+        from algorithms.vectorized import VectorizedDQL, stack_batches
+
+        if spec.algorithm != "dql":
+            raise ValueError(f"train.vectorize_seeds supports dql only, not {spec.algorithm!r}")
+        self.stack = stack_batches
+        self.seeds = list(seeds)
+        self.vec = VectorizedDQL(config, env_spec, self.seeds, device)
+        self.samplers = []
+        for s in self.seeds:
+            sampler = TransitionSampler(data, device)
+            sampler.reseed(s, 0)
+            self.samplers.append(sampler)
+        self.sums: list[dict[str, float]] = [{} for _ in self.seeds]
+        self.count = 0
+
+    def step(self, batch_size: int, step: int) -> None:
+        metrics = self.vec.update(self.stack([s.sample(batch_size) for s in self.samplers]))
+        for sums, m in zip(self.sums, metrics):
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def train_metrics(self, step: int) -> dict[int, dict]:
+        out = {}
+        for seed, sums in zip(self.seeds, self.sums):
+            m = {k: v / max(self.count, 1) for k, v in sums.items()}
+            bad = [k for k, v in m.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"seed {seed}: {', '.join(bad)} became non-finite before step {step}")
+            out[seed] = m
+        self.sums, self.count = [{} for _ in self.seeds], 0
+        return out
+
+    def policy_states(self) -> list[dict]:
+        return [self.vec.seed_state_dict(i) for i in range(len(self.seeds))]
+
+    def save(self, directory: str, step: int) -> None:
+        for i, seed in enumerate(self.seeds):
+            checkpoint_io.save_seed_state(directory, seed, self.vec.seed_state_dict(i), step,
+                                          self.vec.generators[i].get_state())
+
+    def load(self, directory: str) -> int:
+        step = 0
+        for i, seed in enumerate(self.seeds):
+            state = checkpoint_io.load_seed_state(directory, seed, "cpu")
+            self.vec.load_seed_state_dict(i, state["algo"])
+            if state["rng"] is not None:
+                self.vec.generators[i].set_state(state["rng"].to("cpu", torch.uint8))
+            step = state["step"]
+            self.samplers[i].reseed(seed, step)
+        return step
+
+
 def _resolve_eval_env(spec: SweepSpec, data) -> str:
     return spec.env or data.env_id
 
@@ -188,23 +283,13 @@ def train_loop(loop_config: dict) -> None:
         config_params["max_steps"] = spec.train.steps  # lr schedules span this trial's budget, not the paper's
     config = algorithms.build_config(spec.algorithm, config_params)
     config_dict = _config_dict(config)
-    runs = [SeedRun(s, spec, config, env_spec, data, device) for s in seeds]
-
+    runs = (VectorizedSeedRuns if spec.train.vectorize_seeds else SeedRuns)(seeds, spec, config, env_spec, data,
+                                                                             device)
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            for run in runs:
-                # to CPU: Optimizer.load_state_dict moves the state to its parameters' devices but keeps Adam's
-                # `step` counters on the CPU, as a fresh optimizer has them (on the GPU they sync every step)
-                state = checkpoint_io.load_seed_state(d, run.seed, "cpu")
-                run.algo.load_state_dict(state["algo"])
-                if state["rng"] is not None:
-                    run.rng = state["rng"].to("cpu", torch.uint8)
-                start_step = state["step"]
-        for run in runs:  # continue the random streams deterministically from the checkpoint step
-            run.sampler.reseed(run.seed, start_step)
-            torch.manual_seed(_mix(run.seed, start_step))
+            start_step = runs.load(d)
         print(f"[train] rank {rank}: resumed seeds {seeds} from step {start_step}", flush=True)
 
     t = spec.train
@@ -223,57 +308,80 @@ def train_loop(loop_config: dict) -> None:
     t_window, steps_window = time.perf_counter(), 0
     train_time = 0.0
 
+    def publish(step: int, per_seed: dict, is_eval: bool, sps: float, elapsed: float, eval_s: float,
+                ckpt_dir: str | None) -> None:
+        """Report one point (all workers together: the gather and Train's report are collectives)."""
+        per_seed = _gather(per_seed, world)
+        metrics = history.flatten(per_seed)
+        if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
+            metrics["eval/count"] = evaluations_until(step, report_every)
+        metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
+                        "time/steps_per_s": sps, "time/ms_per_step": 1000.0 / sps if sps > 0 else float("nan"),
+                        "time/window_s": elapsed, "is_eval": int(is_eval),
+                        "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
+                        "world_size": world,
+                        "time/loop_start_unix": loop_start_unix, "time/first_step_unix": first_step_unix})
+        if rank == 0:
+            score = metrics.get(spec.search.metric, float("nan"))
+            print(f"[train] step {step}/{t.steps} {spec.search.metric}={score:.3f} "
+                  f"({sps:.1f} seed-steps/s, eval {eval_s:.1f}s)", flush=True)
+            history.append(loop_config.get("history_dir"), loop_config.get("trial_id"), metrics)
+        if ckpt_dir is None:
+            ray.train.report(metrics)
+            return
+        try:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                             checkpoint_dir_name=f"checkpoint_{step:09d}")
+        finally:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    def save_checkpoint(step: int) -> str:
+        """The state at ``step`` in a fresh directory (reported, then removed, by ``publish``)."""
+        d = tempfile.mkdtemp(prefix="drl-ckpt-")
+        runs.save(d, step)
+        if rank == 0:
+            checkpoint_io.save_meta(d, algorithm=spec.algorithm, config=config_dict, env_spec=env_spec.to_dict(),
+                                    seeds=spec.train.seeds, step=step, dataset=spec.dataset, env=env_id)
+        return d
+
+    # train.overlap_eval: the evaluation of step s runs on the rollout actors while training goes on, and is
+    # reported (as step s, with the checkpoint of step s) at the next report point; the last one blocks.
+    pending = None
     step = start_step
     try:
         while step < t.steps:
             tick = time.perf_counter()
             step += 1
-            for run in runs:
-                run.step(t.batch_size, step)
+            runs.step(t.batch_size, step)
             first_step_unix = first_step_unix or time.time()
             train_time += time.perf_counter() - tick
             steps_window += 1
             is_eval = step % report_every == 0 or step == t.steps
             if not (is_eval or step % log_every == 0):
                 continue
-            per_seed = {run.seed: run.train_metrics(step) for run in runs}
+            per_seed = runs.train_metrics(step)
             elapsed = time.perf_counter() - t_window
-            sps = steps_window * len(runs) / max(train_time, 1e-9)
-            eval_s = 0.0
-            if is_eval:
-                tick = time.perf_counter()
-                results = pool.evaluate([run.algo.policy_state_dict() for run in runs], t.eval_episodes, t.eval_seed)
-                eval_s = time.perf_counter() - tick
-                for run, m in zip(runs, results):
-                    per_seed[run.seed].update(m)
-            per_seed = _gather(per_seed, world)
-            metrics = history.flatten(per_seed)
-            if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
-                metrics["eval/count"] = evaluations_until(step, report_every)
-            metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
-                            "time/steps_per_s": sps, "time/window_s": elapsed, "is_eval": int(is_eval),
-                            "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
-                            "world_size": world,
-                            "time/loop_start_unix": loop_start_unix, "time/first_step_unix": first_step_unix})
+            sps = steps_window * len(seeds) / max(train_time, 1e-9)
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
-            if rank == 0:
-                score = metrics.get(spec.search.metric, float("nan"))
-                print(f"[train] step {step}/{t.steps} {spec.search.metric}={score:.3f} "
-                      f"({sps:.1f} seed-steps/s, eval {eval_s:.1f}s)", flush=True)
-            if rank == 0:
-                history.append(loop_config.get("history_dir"), loop_config.get("trial_id"), metrics)
-            if is_eval and (step % ckpt_every == 0 or step == t.steps):
-                with tempfile.TemporaryDirectory() as d:
-                    for run in runs:
-                        checkpoint_io.save_seed_state(d, run.seed, run.algo.state_dict(), step, run.rng)
-                    if rank == 0:
-                        checkpoint_io.save_meta(d, algorithm=spec.algorithm, config=config_dict,
-                                                env_spec=env_spec.to_dict(), seeds=spec.train.seeds, step=step,
-                                                dataset=spec.dataset, env=env_id)
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                                     checkpoint_dir_name=f"checkpoint_{step:09d}")
-            else:
-                ray.train.report(metrics)
+            if pending is not None:
+                p_step, job, p_seed, p_sps, p_elapsed, p_ckpt = pending
+                tick = time.perf_counter()
+                for seed, m in zip(seeds, job.result()):
+                    p_seed[seed].update(m)
+                publish(p_step, p_seed, True, p_sps, p_elapsed, time.perf_counter() - tick, p_ckpt)
+                pending = None
+            if not is_eval:
+                publish(step, per_seed, False, sps, elapsed, 0.0, None)
+                continue
+            ckpt = save_checkpoint(step) if (step % ckpt_every == 0 or step == t.steps) else None
+            tick = time.perf_counter()
+            job = pool.submit(runs.policy_states(), t.eval_episodes, t.eval_seed)  # a snapshot: copied now
+            if t.overlap_eval and step < t.steps:
+                pending = (step, job, per_seed, sps, elapsed, ckpt)
+                continue
+            for seed, m in zip(seeds, job.result()):
+                per_seed[seed].update(m)
+            publish(step, per_seed, True, sps, elapsed, time.perf_counter() - tick, ckpt)
     finally:
         pool.shutdown()
 

@@ -465,3 +465,35 @@ def test_checked_in_reports_rebuild_from_the_repo(report_dir, tmp_path):
     rebuilt = (out / "README.md").read_text()
     assert _tables(rebuilt) == _tables(open(os.path.join(report_dir, "README.md")).read())
     assert "/root/" not in rebuilt and "/home/" not in rebuilt and "/tmp/" not in rebuilt
+
+
+def test_pareto_front_and_paper_default(tmp_path):
+    """A two-objective study (search.objectives) gets a Pareto figure and table; the trial that ran the paper's
+    setting is compared with the best found on the same seeds."""
+    # (K, score per seed, act ms): K=5 fast and good, K=20 better and slower, K=50 worse and slowest (dominated),
+    # K=10 slower than K=5 and worse (dominated)
+    trials = {5: ([80.0, 84.0], 2.0), 10: ([70.0, 72.0], 4.0), 20: ([90.0, 94.0], 8.0), 50: ([60.0, 64.0], 20.0)}
+    rows = []
+    for i, (k, (scores, ms)) in enumerate(trials.items()):
+        for seed, score in zip([0, 1], scores):
+            rows.append({"sweep": "front", "trial_id": f"t{k}", "algorithm": "edp", "dataset": DATASET, "env": ENV,
+                         "config/n_timesteps": k, "status": "TERMINATED", "error": None, "seed": seed, "step": 1000,
+                         "eval/normalized_score": score, "eval/act_ms": ms + 0.1 * seed, "paper_default": k == 10})
+    d = tmp_path / "front"
+    d.mkdir()
+    pd.DataFrame(rows).to_parquet(d / "metrics.parquet", index=False)
+    spec = {**SPEC, "name": "front", "algorithm": "edp",
+            "search": {"metric": "eval/normalized_score", "mode": "max", "space": {"n_timesteps": {"logint": [5, 50]}},
+                       "objectives": {"eval/normalized_score": "max", "eval/act_ms": "min"}}}
+    (d / "spec.json").write_text(json.dumps(spec))
+    out = str(tmp_path / "out")
+    c = parse(report.build_report([str(d)], out))
+    front = table(c, "Pareto front of front")
+    assert [r[0] for r in front["rows"]] == ["t5", "t20"]  # cheapest first
+    assert cell(front, front["rows"][1], "eval/normalized_score (max)") == "92.0"
+    md = open(os.path.join(out, "README.md")).read()
+    assert "against the paper's setting (trial `t10`, run first) 71.0 ± 1.4 on the same seeds [0, 1]" in md
+    assert "Δ = +21.0" in md
+    assert any(f.startswith("pareto-") and f.endswith(".svg") for f in os.listdir(os.path.join(out, "figures")))
+    from platform.report.stats import pareto_front
+    assert pareto_front([(1, 5), (2, 5), (2, 4), (0, 1)], ("max", "min")) == [False, False, True, True]

@@ -23,6 +23,7 @@ import argparse
 import datetime as _dt
 import importlib.metadata
 import json
+import math
 import os
 import re
 import shutil
@@ -34,10 +35,11 @@ import pandas as pd
 
 from platform.report.document import (Doc, Table, fduration, fiqm, fmean_std, fnum, fsigned, render_html,
                                       render_markdown)
-from platform.report.figures import Plots, fig_algorithms, fig_sensitivity, fig_trials
+from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_sensitivity, fig_trials
 from platform.report.papers import paper_budget, paper_reference
 from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, N_BOOT, PROTOCOLS, ReportError, Trial, _normalize,
-                                   best_trial, final_scores, fmt_param, fmt_params, iqm, load_results,
+                                   best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm, load_results,
+                                   pareto_front,
                                    param_importances, parquet_path, stratified_bootstrap_ci, trials, varying_params)
 
 import platform as _pyplatform  # the project's package; re-exports the stdlib module's names (shim)
@@ -226,7 +228,39 @@ def _cost_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs: di
                      "GPU-hours", "mean steps/s (time/steps_per_s)"], rows, caption="Compute cost"))
 
 
-def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tuple, list[Trial]]) -> None:
+def _paper_default_line(ts: list[Trial], best: Trial) -> str | None:
+    """Best found against the paper's setting (run first, same seeds), when the study ran it."""
+    paper = next((t for t in ts if t.paper_default and t.scores.size), None)
+    if paper is None:
+        return None
+    if paper is best:
+        return (f"The paper's setting (trial `{paper.trial_id}`, run first) is also the best found: "
+                f"{fmean_std(paper.scores)}.")
+    same = paper.seeds == best.seeds
+    return (f"Best found {fmean_std(best.scores)} against the paper's setting (trial `{paper.trial_id}`, run first) "
+            f"{fmean_std(paper.scores)}" + (f" on the same seeds {paper.seeds}" if same else "") +
+            f": Δ = {fsigned(best.mean - paper.mean)} (selected on these seeds, so optimistic).")
+
+
+def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], objectives: dict) -> None:
+    """The Pareto front of a two-objective study (``search.objectives``): figure and table."""
+    (m0, mode0), (m1, mode1) = list(objectives.items())[:2]
+    pts = [(t, final_metric(df, t, m0), final_metric(df, t, m1)) for t in ts if t.scores.size]
+    pts = [(t, a, b) for t, a, b in pts if math.isfinite(a) and math.isfinite(b)]
+    if len(pts) < 2:
+        doc.p(f"Pareto front of {m0} and {m1}: fewer than two trials have both.")
+        return
+    front = pareto_front([(a, b) for _, a, b in pts], (mode0, mode1))
+    doc.fig(fig_pareto(plots, title, pts, front, (m0, m1)))
+    keys = sorted({k for t, _, _ in pts for k in t.params})
+    rows = [[t.trial_id, *[fmt_param(t.params.get(k, "")) for k in keys], fnum(a), fnum(b, 2)]
+            for (t, a, b), f in sorted(zip(pts, front), key=lambda x: x[0][2]) if f]
+    doc.table(Table(["trial", *keys, f"{m0} ({mode0})", f"{m1} ({mode1})"], rows,
+                    caption=f"Pareto front of {title}: trials no other trial beats in both objectives"))
+
+
+def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tuple, list[Trial]],
+                     specs: dict[str, dict] | None = None) -> None:
     doc.h(2, "Hyperparameter studies")
     for (sweep, algo, bench), ts in studies.items():
         title = f"{sweep}: {algo} on {bench}"
@@ -238,6 +272,9 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
             continue
         doc.p(f"Best configuration: trial `{best.trial_id}`, final score {fmean_std(best.scores)} over "
               f"{best.scores.size} seed(s) at step {best.final_step}.")
+        line = _paper_default_line(ts, best)
+        if line:
+            doc.p(line)
         doc.table(Table(["parameter", "value", "searched"],
                         [[k, fmt_param(v), "yes" if k in params else "fixed"] for k, v in sorted(best.params.items())],
                         caption=f"Best configuration of {title}"))
@@ -249,6 +286,9 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
                           str(t.final_step) if t.scores.size else "—", fmean_std(t.scores), t.status]
                          for i, t in enumerate(ranked)], caption=f"Trials of {title}, best first"))
         doc.fig(fig_trials(plots, df, title, ts, best, params))
+        objectives = ((specs or {}).get(sweep) or {}).get("search", {}).get("objectives") or {}
+        if len(objectives) >= 2:
+            _pareto(doc, plots, df, title, ts, objectives)
         if not params:
             doc.p("No searched parameter varies between trials: no sensitivity plot or importances.")
             continue
@@ -344,7 +384,7 @@ def build_report(paths: list[str], out_dir: str, protocol: str = "final") -> str
         if len(best) > 1:  # one algorithm alone: its per-trial figure below says it all
             doc.fig(fig_algorithms(plots, df, bench, best))
     doc.p("Per-trial curves are in the study sections below." if len(studies) else "")
-    _studies_section(doc, plots, df, studies)
+    _studies_section(doc, plots, df, studies, specs)
     _cost_section(doc, df, all_trials, specs)
     _failures_section(doc, all_trials)
     _metadata_section(doc, df, all_trials, specs, files)

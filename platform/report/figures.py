@@ -148,3 +148,29 @@ def fig_sensitivity(plots: Plots, title: str, ts: list[Trial], params: list[str]
                       "(mean over seeds at its last evaluation, bars: std over seeds; hollow: stopped early)")
 
 
+
+
+def fig_pareto(plots: Plots, title: str, points: list[tuple[Trial, float, float]], front: list[bool],
+               metrics: tuple[str, str]) -> Figure:
+    """Score against cost, one point per trial; the Pareto front (no trial better in both) joined by a line."""
+    fig, ax = plots.plt.subplots(figsize=(5.6, 3.8))
+    xs = np.array([c for _, _, c in points])
+    ys = np.array([s for _, s, _ in points])
+    on = np.array(front)
+    ax.scatter(xs[~on], ys[~on], color="0.6", s=22, label="dominated")
+    order = np.argsort(xs[on])
+    ax.plot(xs[on][order], ys[on][order], "o-", color="C3", ms=6, label="Pareto front")
+    for (t, s, c), f in zip(points, front):
+        if f:
+            ax.annotate(", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(t.params.items()) if k not in
+                                  ("algorithm", "dataset")), (c, s), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+    if xs.min() > 0 and xs.max() / xs.min() > 10:
+        ax.set_xscale("log")
+    ax.set(xlabel=metrics[1], ylabel=metrics[0], title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return plots.save(fig, f"pareto-{slug(title)}",
+                      f"{title}: {metrics[0]} against {metrics[1]} at each trial's last evaluation (mean over "
+                      "seeds), one point per trial; red: the Pareto front")

@@ -126,7 +126,8 @@ def load_results(paths: Sequence[str]) -> tuple[pd.DataFrame, dict[str, dict], l
 
 def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    for col, default in (("env", ""), ("status", "TERMINATED"), ("error", None), (METRIC, np.nan)):
+    for col, default in (("env", ""), ("status", "TERMINATED"), ("error", None), (METRIC, np.nan),
+                         ("paper_default", False)):
         if col not in df.columns:
             df[col] = default
     df["env"] = df["env"].fillna("").astype(str)
@@ -189,6 +190,7 @@ class Trial:
     final_step: int
     status: str
     error: str | None
+    paper_default: bool = False     # ran the paper's setting (the study's first trial)
 
     @property
     def mean(self) -> float:
@@ -214,8 +216,28 @@ def trials(df: pd.DataFrame, protocol: str = "final") -> list[Trial]:
                          scores=f["score"].to_numpy(dtype=np.float64), seeds=[int(s) for s in f["seed"]],
                          final_step=int(f["final_step"].max()) if len(f) else int(g["step"].max()),
                          status="ERROR" if (g["status"] == "ERROR").any() else str(first["status"]),
-                         error=errors[-1] if errors else None))
+                         error=errors[-1] if errors else None,
+                         paper_default=bool(g["paper_default"].fillna(False).astype(bool).any())))
     return out
+
+
+def final_metric(df: pd.DataFrame, trial: Trial, metric: str) -> float:
+    """The mean over seeds of ``metric`` at each seed's last report that has it (nan if none)."""
+    if metric not in df.columns:
+        return float("nan")
+    g = df[(df["_trial"] == trial.key)][["seed", "step", metric]].dropna()
+    if g.empty:
+        return float("nan")
+    last = g.sort_values("step").groupby("seed").tail(1)
+    return float(pd.to_numeric(last[metric], errors="coerce").mean())
+
+
+def pareto_front(points: list[tuple[float, float]], modes: tuple[str, str]) -> list[bool]:
+    """For each (a, b) point, whether no other point is at least as good in both and better in one."""
+    sign = [1.0 if m == "max" else -1.0 for m in modes]
+    pts = [(sign[0] * a, sign[1] * b) for a, b in points]
+    return [all(not (q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1])) for q in pts)
+            for p in pts]
 
 
 def _py(v):
