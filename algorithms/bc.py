@@ -163,7 +163,7 @@ class BC(RangeNormalized):
         self.opt.step()
         with torch.no_grad():  # the pre-step mean action's error: no second forward pass
             mse = (self._squash_or_clip(mean) - actions).pow(2).mean()
-            values = torch.stack([nll.detach(), mse, log_std.mean()]).tolist()  # one host sync
+            values = torch.stack([nll.detach(), mse, log_std.mean()]).unbind()  # 0-d tensors: no host sync
         return dict(zip(["train/loss", "train/mse", "train/log_std"], values))
 
     @torch.no_grad()

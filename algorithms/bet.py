@@ -219,7 +219,7 @@ class BET(RangeNormalized):
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip_norm)
         self.optimizer.step()
         self.step += 1
-        values = torch.stack([loss.detach(), class_loss.detach(), offset_loss.detach()]).tolist()
+        values = torch.stack([loss.detach(), class_loss.detach(), offset_loss.detach()]).unbind()  # no host sync
         return {"train/loss": values[0], "train/class_loss": values[1], "train/offset_loss": values[2], "train/lr": lr}
 
     # ------------------------------------------------------------------ acting

@@ -30,10 +30,14 @@ class Algorithm:
     ``Algo(config, spec, device)`` builds it (the platform seeds torch first); then::
 
         algo.fit_dataset(data)        # once, before training: dataset statistics beyond the EnvSpec
-        metrics = algo.update(batch)  # one gradient step -> {"train/...": float}
+        metrics = algo.update(batch)  # one gradient step -> {"train/...": 0-d tensor or float}
         actions = algo.act(obs)       # no grad; see data_kind for the shapes
         algo.state_dict() / algo.load_state_dict(d)   # plain tensors only (checkpoints, resume)
         algo.policy_state_dict()      # what a rollout worker needs to act (default: the whole state)
+
+    ``update``'s metrics are 0-d tensors left on the device (or plain floats for host-side values such as
+    the learning rate): reading them forces a host sync, so the platform sums them and reads them once per
+    report (``train.log_every`` / evaluations), never per step.
 
     ``data_kind`` tells the platform which batches the algorithm eats: ``"transitions"`` (D4RL
     qlearning format, ``act`` maps ``(B, 1, obs_dim) -> (B, 1, act_dim)``) or ``"sequences"`` (windows
@@ -50,7 +54,7 @@ class Algorithm:
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, "torch.Tensor | float"]:
         raise NotImplementedError(f"{type(self).__name__}.update")
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:

@@ -442,7 +442,7 @@ class DiffusionPolicy(RangeNormalized):
                 torch._foreach_mul_(ema_params, decay)
                 torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
         self.step += 1
-        return {"train/loss": float(loss.detach()), "train/lr": lr}
+        return {"train/loss": loss.detach(), "train/lr": lr}  # a 0-d tensor: no host sync
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

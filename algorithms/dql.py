@@ -370,7 +370,7 @@ class DiffusionQL(Algorithm):
         names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
                  "actor_grad_norm", "critic_grad_norm"]
         values = torch.stack([bc_loss.detach(), ql_loss.detach(), actor_loss.detach(), critic_loss.detach(),
-                              q1.detach().mean(), new_q, target_q.mean(), actor_gn, critic_gn]).tolist()  # one sync
+                              q1.detach().mean(), new_q, target_q.mean(), actor_gn, critic_gn]).unbind()  # no sync
         out = {f"train/{n}": v for n, v in zip(names, values)}
         if self.lr_schedulers:
             out["train/lr"] = self.actor_opt.param_groups[0]["lr"]

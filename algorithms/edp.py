@@ -394,7 +394,7 @@ class EDP(Algorithm):
                  "critic_grad_norm", "value_grad_norm"]
         values = torch.stack([diff_loss.detach(), guide_loss.detach(), actor_loss.detach(),
                               (q1_loss + q2_loss).detach(), value_loss.detach(), q1.detach().mean(), actor_gn,
-                              torch.maximum(q1_gn, q2_gn), value_gn]).tolist()  # one sync
+                              torch.maximum(q1_gn, q2_gn), value_gn]).unbind()  # no sync
         return {f"train/{n}": v for n, v in zip(names, values)}
 
     # ------------------------------------------------------------------ acting

@@ -234,7 +234,7 @@ class IBC(RangeNormalized):
         self.step += 1
         with torch.no_grad():  # how often the demonstration beats every counter-example
             accuracy = (energy.argmin(dim=1) == 0).float().mean()
-        return {"train/loss": float(loss.detach()), "train/infonce_accuracy": float(accuracy), "train/lr": lr}
+        return {"train/loss": loss.detach(), "train/infonce_accuracy": accuracy, "train/lr": lr}  # no host sync
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

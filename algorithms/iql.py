@@ -241,7 +241,7 @@ class IQL(Algorithm):
                  "log_std"]
         values = torch.stack([value_loss.detach(), critic_loss.detach(), actor_loss.detach(), nll.detach().mean(),
                               adv.detach().mean(), weights.mean(), (target_q - adv).detach().mean(),
-                              q1.detach().mean(), self.log_std.detach().mean()]).tolist()  # one host sync
+                              q1.detach().mean(), self.log_std.detach().mean()]).unbind()  # no host sync
         out = {f"train/{n}": v for n, v in zip(names, values)}
         if self.lr_schedule is not None:
             out["train/actor_lr"] = self.actor_opt.param_groups[0]["lr"]

@@ -189,7 +189,7 @@ class TD3BC(Algorithm):
 
         names = ["critic_loss", "q_mean", "target_q_mean", *self._last_actor]
         values = torch.stack([critic_loss.detach(), q1.detach().mean(), target_q.mean(),
-                              *self._last_actor.values()]).tolist()  # one host sync
+                              *self._last_actor.values()]).unbind()  # no host sync
         return {f"train/{n}": v for n, v in zip(names, values)}
 
     # ------------------------------------------------------------------ acting

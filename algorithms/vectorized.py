@@ -191,8 +191,8 @@ class VectorizedDQL:
         names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
                  "actor_grad_norm", "critic_grad_norm"]
         values = torch.stack([bc_loss, ql_loss, actor_loss, critic_loss, q_mean, new_q, target_q, actor_gn,
-                              critic_gn], dim=1).tolist()  # (N, 9): one sync
-        return [{f"train/{n}": v for n, v in zip(names, row)} for row in values]
+                              critic_gn], dim=1)  # (N, 9), left on the device: no sync
+        return [{f"train/{n}": v for n, v in zip(names, row.unbind())} for row in values.unbind()]
 
     # ------------------------------------------------------------------ per-seed plain state
 

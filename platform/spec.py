@@ -425,7 +425,9 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("search", "n_startup_trials"), f"must be >= 0, or -1 for a quarter of num_samples, got {s.n_startup_trials}")
     if s.max_concurrent < 0:
         c.fail(("search", "max_concurrent"), f"must be >= 0, got {s.max_concurrent}")
-    if r.workers < 0 or r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_eval_actor <= 0:
+    if r.workers < 1:  # a Train run needs a worker; with none, nothing would hold (or be limited to) the trial's GPU
+        c.fail(("resources", "workers"), f"must be >= 1 (each Train worker trains some of the seeds), got {r.workers}")
+    if r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_eval_actor <= 0:
         c.fail(("resources",), "resource amounts must be non-negative (cpus_per_eval_actor > 0)")
     if r.eval_actors < 1:
         c.fail(("resources", "eval_actors"), f"must be >= 1, got {r.eval_actors}")

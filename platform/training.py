@@ -100,6 +100,25 @@ def _mix(seed: int, step: int) -> int:
 # ----------------------------------------------------------------------------- trial state
 
 
+def accumulate(sums: dict, metrics: dict) -> None:
+    """Add one update's metrics to running sums; 0-d tensors stay on the device (no host sync per step)."""
+    for k, v in metrics.items():
+        v = v.detach() if torch.is_tensor(v) else float(v)
+        sums[k] = sums[k] + v if k in sums else v
+
+
+def means(sums: dict, count: int, seed: int, step: int) -> dict[str, float]:
+    """The sums' means as floats, read from the device in one transfer; raises on NaN/inf (a diverged trial)."""
+    keys = [k for k, v in sums.items() if torch.is_tensor(v)]
+    values = dict(zip(keys, torch.stack([sums[k].float() for k in keys]).tolist())) if keys else {}
+    out = {k: values.get(k, v) / max(count, 1) for k, v in sums.items()}
+    out = {k: float(v) for k, v in out.items()}
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise FloatingPointError(f"seed {seed}: {', '.join(bad)} became non-finite before step {step}")
+    return out
+
+
 class SeedRun:
     """One model (one seed) of a trial: the algorithm, its own batch sampler and metric sums."""
 
@@ -121,8 +140,7 @@ class SeedRun:
     def step(self, batch_size: int, step: int) -> None:
         with self.own_rng():
             metrics = self.algo.update(self.sampler.sample(batch_size))
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        accumulate(self.sums, metrics)
         self.count += 1
 
     @contextlib.contextmanager
@@ -144,10 +162,7 @@ class SeedRun:
 
     def train_metrics(self, step: int) -> dict[str, float]:
         """Means of the update metrics since the last call; raises on NaN/inf (a diverged trial)."""
-        out = {k: v / max(self.count, 1) for k, v in self.sums.items()}
-        bad = [k for k, v in out.items() if not math.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"seed {self.seed}: {', '.join(bad)} became non-finite before step {step}")
+        out = means(self.sums, self.count, self.seed, step)
         self.sums, self.count = {}, 0
         return out
 
@@ -211,18 +226,11 @@ class VectorizedSeedRuns:
     def step(self, batch_size: int, step: int) -> None:
         metrics = self.vec.update(self.stack([s.sample(batch_size) for s in self.samplers]))
         for sums, m in zip(self.sums, metrics):
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            accumulate(sums, m)
         self.count += 1
 
     def train_metrics(self, step: int) -> dict[int, dict]:
-        out = {}
-        for seed, sums in zip(self.seeds, self.sums):
-            m = {k: v / max(self.count, 1) for k, v in sums.items()}
-            bad = [k for k, v in m.items() if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"seed {seed}: {', '.join(bad)} became non-finite before step {step}")
-            out[seed] = m
+        out = {seed: means(sums, self.count, seed, step) for seed, sums in zip(self.seeds, self.sums)}
         self.sums, self.count = [{} for _ in self.seeds], 0
         return out
 

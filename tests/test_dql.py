@@ -88,7 +88,7 @@ def test_update_and_act_shapes():
     expected = {"bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
                 "actor_grad_norm", "critic_grad_norm"}
     assert set(m) == {f"train/{k}" for k in expected}
-    assert all(isinstance(v, float) for v in m.values())
+    assert all(torch.is_tensor(v) and v.dim() == 0 or isinstance(v, float) for v in m.values())
     a = algo.act(torch.randn(7, 1, SPEC.obs_dim))
     assert a.shape == (7, 1, SPEC.act_dim) and a.dtype == torch.float32
     assert algo.step == 1
@@ -225,6 +225,7 @@ def test_eta_changes_the_actor_gradient_and_not_the_critic_step():
     m0 = base.update(b)
     torch.manual_seed(2)
     m1 = guided.update(b)
+    m0, m1 = ({k: float(v) for k, v in m.items()} for m in (m0, m1))  # 0-d tensors -> numbers
     assert m0["train/critic_loss"] == m1["train/critic_loss"] and m0["train/ql_loss"] == 0.0
     assert m0["train/actor_grad_norm"] > 0 and m0["train/critic_grad_norm"] > 0  # reported without clipping too
     assert all(torch.equal(x, y) for x, y in zip(params(base.critic), params(guided.critic)))

@@ -113,7 +113,7 @@ def test_state_dict_round_trip():
     torch.manual_seed(3)
     a = algo.update(batch)["train/loss"]
     torch.manual_seed(3)
-    assert other.update(batch)["train/loss"] == pytest.approx(a, rel=1e-5)  # optimizer state restored too
+    assert float(other.update(batch)["train/loss"]) == pytest.approx(float(a), rel=1e-5)  # optimizer state restored too
 
 
 # ----------------------------------------------------------------------------- two modes

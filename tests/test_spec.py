@@ -207,3 +207,11 @@ def test_dataset_grid_is_a_trial_dimension(tmp_path):
                                                                    {"n_timesteps": 5}, {})
     with pytest.raises(SpecError, match="needs searcher: grid or random"):
         load_spec(write(tmp_path, text.replace("searcher: grid", "searcher: optuna")))
+
+
+def test_zero_workers_is_refused(tmp_path):
+    """workers: 0 would start a trial that holds no GPU yet sees every GPU of its node: refused up front."""
+    f = tmp_path / "zero.yaml"
+    f.write_text(open("search_spaces/quickstart.yaml").read().replace("workers: 1,", "workers: 0,"))
+    with pytest.raises(SpecError, match=r"resources.workers: must be >= 1"):
+        load_spec(str(f))

@@ -35,7 +35,7 @@ def test_vmapped_seeds_match_separate_runs(fused):
                 torch.testing.assert_close(got[m][k], want[k], atol=2e-5, rtol=1e-4, msg=f"seed {s} {m}.{k}")
         for t in range(steps):
             for k, v in ref_metrics[t].items():
-                assert vec_metrics[t][i][k] == pytest.approx(v, rel=1e-3, abs=1e-4), (s, t, k)
+                assert float(vec_metrics[t][i][k]) == pytest.approx(float(v), rel=1e-3, abs=1e-4), (s, t, k)
     # the seeds really differ (a vmap that broadcast one seed would pass the loop above only by accident)
     a0, a1 = vec.seed_state_dict(0)["actor"], vec.seed_state_dict(1)["actor"]
     assert not torch.allclose(a0["final_layer.weight"], a1["final_layer.weight"])
