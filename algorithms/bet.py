@@ -14,15 +14,17 @@ and ``MinGPT`` latent generator, configured by DP's ``train_bet_lowdim_workspace
 * acting: sample a bin from the softmax at the last observed step, add that bin's predicted offset
   (the action at step ``To - 1``; one action per call);
 * AdamW lr 1e-4, weight decay 0.1 on Linear weights only (minGPT's ``configure_optimizers``),
-  betas (0.9, 0.95), cosine schedule with 500 warm-up steps, gradient norm clipped at 1.0, batch 256.
+  betas (0.9, 0.95), gradient norm clipped at 1.0, batch 256, and a **constant** learning rate: DP's
+  ``train_bet_lowdim_workspace.py`` never builds the scheduler its YAML names (``lr_schedule: cosine``
+  with 500 warm-up steps is kept as an option).
 
 Shapes: batches ``obs (B, To, obs_dim)``, ``action (B, To, act_dim)`` (the action at each observed
 step); ``act(obs (B, To, obs_dim)) -> (B, 1, act_dim)``.
 
-Known difference (not a switch): BeT and DP fit k-means on *all* the dataset's actions before
-training; the algorithm interface only sees batches, so the bins are fitted on the actions of the
-first training batch (``256 x 3`` actions on Push-T), or by ``fit_bins(all_actions)`` when the caller
-has the dataset.  The centers live in the state dict.  No Ray in here.
+The k-means bins are fitted on *all* the dataset's actions before training (``fit_dataset``, as BeT and
+DP's ``fit_action_ae(dataset.get_all_actions())``: 25,650 actions on Push-T's 206 episodes when the loader
+keeps them all, the training episodes' otherwise).  Without ``fit_dataset`` (a bare ``update`` loop) they
+are fitted on the first batch's actions.  The centers live in the state dict.  No Ray in here.
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ class BETConfig:
     lr: float = 1e-4                    # DP optimizer
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
-    lr_schedule: str = "cosine"         # DP: cosine with warm-up; "constant" after warm-up
-    lr_warmup_steps: int = 500
+    lr_schedule: str = "constant"       # DP's BET workspace builds no scheduler: constant lr ("cosine": its YAML)
+    lr_warmup_steps: int = 0            # (the YAML's 500 is never used by the workspace either)
     max_steps: int = 5000 * 42          # cosine length; DP: 5000 epochs (the platform sets it to the run's budget)
     grad_clip_norm: float | None = 1.0  # DP: grad_norm_clip 1.0
 
@@ -176,6 +178,10 @@ class BET(RangeNormalized):
         self.normalizer = range_normalizer(spec, self.device)
 
     # ------------------------------------------------------------------ bins
+    def fit_dataset(self, data) -> None:
+        """k-means bins on every action of the dataset (``data.actions (N, act_dim)``, env units)."""
+        self.fit_bins(torch.as_tensor(data.actions, dtype=torch.float32))
+
     @torch.no_grad()
     def fit_bins(self, actions: torch.Tensor) -> None:
         """Fit the k-means bins on actions ``(..., act_dim)`` in env units (e.g. all the dataset's actions)."""

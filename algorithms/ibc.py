@@ -12,12 +12,14 @@ minima are the demonstrated actions, and act by minimizing it:
 
       L = -log( exp(-E(o, a+)) / (exp(-E(o, a+)) + sum_j exp(-E(o, a-_j))) )
 
-* **inference, derivative-free optimizer (DFO)**, the paper's sampler as google-research/ibc's
-  ``ibc/agents/mcmc.py`` ``iterative_dfo`` implements it: draw ``M`` candidates uniformly in the
-  bounds, then ``dfo_iterations - 1`` times: resample them with replacement with probabilities
-  ``softmax(-E / temperature)``, add Gaussian noise of std ``sigma``, clip to the bounds and shrink
-  ``sigma *= K``; finally score the candidates once more and return the best one (``argmax``) or
-  one drawn from the softmax (``sample``, what the DP repository's IBC baseline does).
+* **inference, derivative-free optimizer (DFO)**, as the Diffusion Policy paper ran its IBC baseline
+  (``ibc_dfo_lowdim_policy.predict_action``): draw ``M = 1024`` candidates uniformly in the bounds, then
+  ``dfo_iterations - 1 = 4`` times: resample them with replacement with probabilities
+  ``softmax(-E / temperature)`` and add Gaussian noise of std ``sigma = 0.03`` (unclipped, constant);
+  finally score the candidates once more and draw the action from the softmax (``dfo_select="sample"``).
+  google-research/ibc's ``iterative_dfo`` (3 evaluations, sigma 0.33 halved each time, clipped to the
+  bounds, the most probable candidate) is the same loop with ``dfo_iterations=3, dfo_noise_std=0.33,
+  dfo_noise_shrink=0.5, dfo_clip=True, dfo_select="argmax"``.
 
 Observations and actions are min-max normalized to [-1, 1] with the dataset's ranges (the helpers of
 ``diffusion_policy.py``); the counter-examples and DFO candidates live in the normalized action box.
@@ -27,21 +29,19 @@ The policy sees ``To`` observations and scores the ``Ta`` actions ``To-1 .. To-1
 Sources of the defaults (``IBCConfig`` cites each one):
   [DPcode]   real-stanford/diffusion_policy ``ibc_dfo_lowdim_policy.py`` (network, dropout, InfoNCE with
              the demonstration at index 0, 1e-4 noise on positives, sampling at the end of the DFO).
-  [DPcfg]    its ``train_ibc_dfo_real_hybrid_workspace.yaml``, the real-robot Push-T (image) IBC config,
-             the only IBC workspace config we could read (To=2, Tp=2, Ta=1, 256 counter-examples,
-             3 DFO iterations, 1024 DFO samples, dropout 0.1, AdamW 1e-4 / betas (0.95, 0.999) /
-             wd 1e-6, cosine schedule with 500 warm-up steps).  The low-dim Push-T workspace YAML was not
-             available to check; the policy class's own defaults are 128 counter-examples, 5 iterations
-             and 16384 samples.
+  [DPcfg]    its ``train_ibc_dfo_lowdim_workspace.yaml`` (the low-dim Push-T config of the paper's Table I:
+             To=2, Tp=2, Ta=1, ``train_n_neg`` 1024, ``pred_n_iter`` 5, ``pred_n_samples`` 1024, dropout
+             0.1, AdamW 1e-4 / betas (0.95, 0.999) / wd 1e-6, cosine schedule with 500 warm-up steps) and
+             the policy's default DFO branch (noise 0.03 at every resampling, no clipping, the final
+             action drawn from the softmax).
   [IBCcode]  google-research/ibc ``mcmc.iterative_dfo`` (3 iterations, sigma 0.33 halved every
              iteration, temperature 1, candidates clipped to the bounds) and
              ``configs/pushing_states/mlp_ebm_best.gin`` (256 counter-examples, 16384 DFO samples,
              ``uniform_boundary_buffer`` 0.05) and ``agents/ibc_policy.py`` (the DFO's candidates and
-             probabilities form a ``MappedCategorical`` whose ``mode`` is the most probable candidate).
+             probabilities form a ``MappedCategorical`` whose ``mode`` is the most probable candidate):
+             the options for the original paper's settings.
 
-Known differences that are not switches: the DP repository's default DFO keeps the noise at 0.03 and
-does not clip (set ``dfo_noise_std=0.03, dfo_noise_shrink=1.0, dfo_iterations=5`` for its noise
-schedule; candidates are always clipped here); google-research/ibc's ResNet energy network
+Known differences that are not switches: google-research/ibc's ResNet energy network
 (``MLPEBM``, 8 x 128 pre-activation) is not implemented, the MLP of the DP baseline is; Langevin
 MCMC and the gradient penalty of the paper's Langevin variant are not implemented.  No Ray in here.
 """
@@ -73,18 +73,19 @@ class IBCConfig:
     n_hidden: int = 4
     dropout: float = 0.1
     # --- InfoNCE training
-    n_counter_examples: int = 256       # DPcfg train_n_neg 256 (IBCcode num_counter_examples 256)
+    n_counter_examples: int = 1024      # DPcfg train_n_neg 1024 (IBCcode num_counter_examples 256)
     positive_noise_std: float = 1e-4    # DPcode: N(0, 1e-4) added to the normalized demonstrations
     uniform_boundary_buffer: float = 0.0  # widen the sampling box by this fraction of its width on each
                                         # side (DPcode: 0; IBCcode: 0.05)
     # --- DFO inference
     dfo_samples: int = 1024             # M, candidates per observation (DPcfg 1024; IBCcode 16384)
-    dfo_iterations: int = 3             # energy evaluations; resampling between them (DPcfg and IBCcode: 3)
-    dfo_noise_std: float = 0.33         # sigma of the first resampling noise, normalized units (IBCcode)
-    dfo_noise_shrink: float = 0.5       # K, sigma *= K after every resampling (IBCcode: "shrink by half")
-    dfo_temperature: float = 1.0        # softmax(-E / temperature) (IBCcode: 1.0)
-    dfo_select: str = "argmax"          # final pick: "argmax" (IBCcode greedy policy = the mode) or
-                                        # "sample" from the softmax (DPcode)
+    dfo_iterations: int = 5             # energy evaluations, resampling between them (DPcfg pred_n_iter 5; IBCcode 3)
+    dfo_noise_std: float = 0.03         # sigma of the resampling noise, normalized units (DPcode 0.03; IBCcode 0.33)
+    dfo_noise_shrink: float = 1.0       # sigma *= shrink after every resampling (DPcode: constant; IBCcode 0.5)
+    dfo_clip: bool = False              # clip resampled candidates to the box (DPcode: no; IBCcode: yes)
+    dfo_temperature: float = 1.0        # softmax(-E / temperature) (both: 1.0)
+    dfo_select: str = "sample"          # final pick: "sample" from the softmax (DPcode) or "argmax" (IBCcode's
+                                        # greedy policy: the most probable candidate)
     # --- optimization (DPcfg: AdamW lr 1e-4, betas (0.95, 0.999), eps 1e-8, wd 1e-6, cosine, 500 warm-up)
     lr: float = 1e-4
     weight_decay: float = 1e-6
@@ -251,7 +252,9 @@ class IBC(RangeNormalized):
                 break
             idx = torch.multinomial(torch.softmax(logits, dim=-1), M, replacement=True, generator=generator)
             noise = torch.randn(samples.shape, device=self.device, generator=generator)
-            samples = self._clip(samples[rows, idx] + sigma * noise)
+            samples = samples[rows, idx] + sigma * noise
+            if c.dfo_clip:
+                samples = self._clip(samples)
             sigma *= c.dfo_noise_shrink
         if c.dfo_select == "argmax":
             best = logits.argmax(dim=-1, keepdim=True)

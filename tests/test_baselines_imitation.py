@@ -148,3 +148,21 @@ def test_paper_reference_for_the_pusht_table():
         ref = report.paper_reference(name, "pusht:datasets/pusht/x.zarr")
         assert ref.value == avg and f"max {best}" in ref.label, ref
     assert report.paper_reference("bc", "pusht:x.zarr").value is None
+
+
+def test_bet_as_the_paper_ran_it_constant_lr_and_bins_on_the_whole_dataset():
+    """DP's BET workspace builds no lr scheduler (constant 1e-4) and fits k-means on all the dataset's actions."""
+    c = BETConfig()
+    assert (c.lr, c.lr_schedule, c.lr_warmup_steps) == (1e-4, "constant", 0)
+    algo = tiny("bet", lr_schedule=BETConfig.lr_schedule, lr_warmup_steps=BETConfig.lr_warmup_steps, n_bins=4)
+    lrs = [algo.update(windows(algo, 16, seed=i))["train/lr"] for i in range(3)]
+    assert lrs == [1e-4] * 3
+
+    class Data:  # two far-apart action clusters, only one of which the first batch would show
+        actions = torch.cat([torch.full((300, 2), 50.0), torch.full((300, 2), 450.0)]).numpy()
+    algo = tiny("bet", n_bins=2)
+    algo.fit_dataset(Data())
+    centers = algo.unnormalize_action(algo.centers).sort(0).values
+    assert torch.allclose(centers, torch.tensor([[50.0, 50.0], [450.0, 450.0]]), atol=1e-3)
+    algo.update(windows(algo, 8))  # the first batch no longer refits the bins
+    assert torch.allclose(algo.unnormalize_action(algo.centers).sort(0).values, centers)

@@ -33,8 +33,10 @@ def test_registered_and_defaults():
     c = IBCConfig()
     assert (c.obs_horizon, c.pred_horizon, c.action_horizon) == (2, 2, 1)
     assert (c.hidden_dim, c.n_hidden, c.dropout) == (1024, 4, 0.1)
-    assert (c.n_counter_examples, c.dfo_samples, c.dfo_iterations) == (256, 1024, 3)
-    assert (c.dfo_noise_std, c.dfo_noise_shrink, c.dfo_temperature, c.dfo_select) == (0.33, 0.5, 1.0, "argmax")
+    # the Diffusion Policy paper's low-dim IBC (train_ibc_dfo_lowdim_workspace.yaml, IbcDfoLowdimPolicy's DFO)
+    assert (c.n_counter_examples, c.dfo_samples, c.dfo_iterations) == (1024, 1024, 5)
+    assert (c.dfo_noise_std, c.dfo_noise_shrink, c.dfo_clip, c.dfo_temperature, c.dfo_select) == \
+        (0.03, 1.0, False, 1.0, "sample")
     assert (c.lr, c.weight_decay, c.betas, c.lr_warmup_steps) == (1e-4, 1e-6, (0.95, 0.999), 500)
     # DP's baseline network on Push-T low-dim (obs 20 x To 2, act 2 x Ta 1): 41 -> 1024 x 4 -> 1
     algo = IBC(c, _spec(20, 2))
@@ -144,7 +146,9 @@ def test_ibc_recovers_both_modes():
         algo.update({"obs": obs[i, None], "action": sign[i, None, None]})
     actions = algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0))
     up, down = _mode_shares(actions)
-    assert up >= 0.25 and down >= 0.25, (up, down)
+    # the paper's DFO (5 evaluations, noise 0.03): measured 23% / 77% here (google-research's 3 evaluations with
+    # shrinking noise gave about half each); both modes present is the point
+    assert up >= 0.15 and down >= 0.15, (up, down)
     assert up + down > 0.9  # and almost nothing in between
     # the greedy "argmax" (the paper's default) commits to whichever mode has the lower energy: one mode,
     # never the average
