@@ -179,8 +179,10 @@ class BET(RangeNormalized):
 
     # ------------------------------------------------------------------ bins
     def fit_dataset(self, data) -> None:
-        """k-means bins on every action of the dataset (``data.actions (N, act_dim)``, env units)."""
-        self.fit_bins(torch.as_tensor(data.actions, dtype=torch.float32))
+        """k-means bins on every action of the source (``data.all_actions`` if the loader has them, e.g. Push-T's
+        206 episodes, else ``data.actions (N, act_dim)``; env units)."""
+        actions = data.actions if data.all_actions is None else data.all_actions
+        self.fit_bins(torch.as_tensor(actions, dtype=torch.float32))
 
     @torch.no_grad()
     def fit_bins(self, actions: torch.Tensor) -> None:

@@ -160,6 +160,7 @@ def test_bet_as_the_paper_ran_it_constant_lr_and_bins_on_the_whole_dataset():
 
     class Data:  # two far-apart action clusters, only one of which the first batch would show
         actions = torch.cat([torch.full((300, 2), 50.0), torch.full((300, 2), 450.0)]).numpy()
+        all_actions = None
     algo = tiny("bet", n_bins=2)
     algo.fit_dataset(Data())
     centers = algo.unnormalize_action(algo.centers).sort(0).values

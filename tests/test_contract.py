@@ -41,6 +41,7 @@ class Data:
     """A tiny offline dataset in the platform's ``OfflineDataset`` fields (episodes of 16 steps)."""
 
     name = "contract-tiny"
+    all_actions = None  # OfflineDataset's: the source's actions beyond the training rows (Push-T)
 
     def __init__(self, n=128, seed=0):
         g = np.random.default_rng(seed)

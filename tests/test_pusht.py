@@ -190,6 +190,12 @@ def test_loader_real_zarr():
     spec = data.env_spec()
     assert spec.obs_dim == 20 and spec.act_dim == 2 and spec.act_high == (512.0, 512.0)
     assert len(data.attrs["episode_indices"]) == 90
+    # The paper's normalizer (and BeT's k-means) use all 206 episodes: the action x-maximum is 511, not the 90
+    # training episodes' 487, so a [-1, 1] policy can reach the right edge.
+    assert round(spec.act_max[0]) == 511 and round(float(data.actions[:, 0].max())) == 487
+    assert len(data.all_actions) == 25650
+    train_only = load_pusht(_pusht_zarr(), normalizer_episodes="train", with_rewards=False).env_spec()
+    assert round(train_only.act_max[0]) == 487
     # Through the platform's name resolution too
     from platform.datasets import load_dataset
 

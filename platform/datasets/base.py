@@ -40,6 +40,11 @@ class OfflineDataset:
     act_low: tuple | None = None     # the env's action bounds if known (EnvSpec's default: [-1, 1])
     act_high: tuple | None = None
     attrs: dict = field(default_factory=dict)  # file metadata (generator settings etc.)
+    # The source's ranges and actions when a reference implementation fits on more than the training rows
+    # (Push-T: the paper's normalizer and BeT's k-means use all 206 episodes, training uses 90); None: the data's.
+    obs_range: tuple | None = None   # (low (obs_dim,), high (obs_dim,))
+    act_range: tuple | None = None   # (min (act_dim,), max (act_dim,))
+    all_actions: np.ndarray | None = None
 
     def __post_init__(self):
         f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
@@ -71,15 +76,17 @@ class OfflineDataset:
         return len(self.episode_ends)
 
     def env_spec(self) -> EnvSpec:
-        """Dims, the env's action bounds and the data's per-dimension obs/action ranges."""
+        """Dims, the env's action bounds and the per-dimension obs/action ranges (``obs_range``/``act_range`` when
+        set, else the data's)."""
         def tup(a):
             return tuple(float(x) for x in a)
 
+        obs_low, obs_high = self.obs_range or (self.observations.min(0), self.observations.max(0))
+        act_min, act_max = self.act_range or (self.actions.min(0), self.actions.max(0))
         return EnvSpec(obs_dim=self.observations.shape[1], act_dim=self.actions.shape[1],
                        act_low=tup(self.act_low) if self.act_low is not None else (),
                        act_high=tup(self.act_high) if self.act_high is not None else (),
-                       obs_low=tup(self.observations.min(0)), obs_high=tup(self.observations.max(0)),
-                       act_min=tup(self.actions.min(0)), act_max=tup(self.actions.max(0)))
+                       obs_low=tup(obs_low), obs_high=tup(obs_high), act_min=tup(act_min), act_max=tup(act_max))
 
     def episode_returns(self) -> np.ndarray:
         """Sum of rewards of each episode, ``(E,)``."""

@@ -17,8 +17,10 @@ max_train_episodes=90``) and ``PushTLowdimDataset``: ``get_val_mask`` holds out 
 episodes at random (``default_rng(42)``), then ``downsample_mask`` keeps 90 of the rest at random
 (``default_rng(42)``); that gives 42 batches of 256 windows per epoch, the paper's step count.
 ``episode_selection="first"`` keeps the first ``max_train_episodes`` instead (40 batches per epoch).
-The public code fits its normalizer on all 206 episodes; ``env_spec()`` uses the kept ones, and
-``attrs["all_episodes_*"]`` holds the all-episode ranges.
+The public code fits its normalizer on all 206 episodes (train and held-out) and BeT's k-means on all
+their actions: the dataset's ``obs_range``/``act_range`` (what ``env_spec()`` gives the normalizers) and
+``all_actions`` are those of every episode (``normalizer_episodes="all"``, the default; ``"train"``: the
+kept episodes').
 """
 from __future__ import annotations
 
@@ -73,13 +75,16 @@ def read_pusht_zarr(path: str) -> dict[str, np.ndarray]:
 
 
 def load_pusht(path: str, max_train_episodes: int | None = 90, episode_selection: str = "dp",
-               val_ratio: float = 0.02, seed: int = 42, with_rewards: bool = True):
+               val_ratio: float = 0.02, seed: int = 42, with_rewards: bool = True, normalizer_episodes: str = "all"):
     """Load the Push-T demonstrations as an ``OfflineDataset`` (``env_id = "pusht"``).
 
     ``max_train_episodes``: episodes kept for training (paper: 90; None: all but the held-out ones).
     ``episode_selection``: ``"dp"`` (the public code's seeded random choice, the default) or ``"first"``.
     ``with_rewards``: compute the coverage rewards (about 1 s); False leaves them at 0.
+    ``normalizer_episodes``: ``"all"`` (the paper's normalizer and BeT bins: every episode) or ``"train"``.
     """
+    if normalizer_episodes not in ("all", "train"):
+        raise ValueError(f"pusht: normalizer_episodes must be 'all' or 'train', got {normalizer_episodes!r}")
     from platform.datasets.base import OfflineDataset
     from platform.envs.pusht import block_coverage, coverage_reward
 
@@ -128,12 +133,14 @@ def load_pusht(path: str, max_train_episodes: int | None = 90, episode_selection
         name="pusht",
         act_low=(0.0, 0.0),  # the env's action space: agent targets in [0, 512]^2 pixels
         act_high=(512.0, 512.0),
+        obs_range=(all_obs.min(0), all_obs.max(0)) if normalizer_episodes == "all" else None,
+        act_range=(raw["action"].min(0), raw["action"].max(0)) if normalizer_episodes == "all" else None,
+        all_actions=raw["action"].astype(np.float32) if normalizer_episodes == "all" else None,
         attrs={
             "source": os.path.abspath(os.path.expanduser(str(path))),
             "episode_indices": np.nonzero(mask)[0].tolist(),
             "episode_selection": episode_selection,
-            # The public code fits its [-1, 1] normalizer on all episodes (train and held-out), whereas
-            # env_spec() uses the kept ones; these are the all-episode ranges, should a caller want them.
+            "normalizer_episodes": normalizer_episodes,
             "all_episodes_obs_low": all_obs.min(0).tolist(), "all_episodes_obs_high": all_obs.max(0).tolist(),
             "all_episodes_act_min": raw["action"].min(0).tolist(),
             "all_episodes_act_max": raw["action"].max(0).tolist(),
