@@ -125,6 +125,16 @@ class WandbSpec:
     mode: str = "offline"          # offline unless WANDB_MODE says otherwise
 
 
+REPORT_PROTOCOLS = ("final", "best", "last_k_mean")  # platform/report/stats.py's PROTOCOLS
+
+
+@dataclass
+class ReportSpec:
+    # how the report reads a run's score off its evaluations: final (the honest default), best, or last_k_mean
+    # (Diffusion Policy's and EDP's mean of the last 10 evaluations: the Push-T table's protocol)
+    protocol: str = "final"
+
+
 @dataclass
 class SweepSpec:
     name: str
@@ -137,6 +147,7 @@ class SweepSpec:
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     failure: FailureSpec = field(default_factory=FailureSpec)
     wandb: WandbSpec = field(default_factory=WandbSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
     storage: str | None = None
     path: str = "<dict>"                        # the file it came from
     algorithms: list[str] = field(default_factory=list)  # several: a grid dimension; config keyed by name
@@ -177,7 +188,7 @@ class SweepSpec:
 
 
 _SECTIONS = {"train": TrainSpec, "search": SearchSpec, "resources": ResourcesSpec,
-             "failure": FailureSpec, "wandb": WandbSpec}
+             "failure": FailureSpec, "wandb": WandbSpec, "report": ReportSpec}
 _DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
 _SEARCHERS = ("optuna", "random", "grid")
 _SCHEDULERS = ("asha", "fifo")
@@ -273,7 +284,7 @@ def parse_spec(data, file: str = "<dict>", lines: dict | None = None, overrides:
     if not isinstance(data, dict):
         c.fail((), f"a study must be a mapping with keys name, algorithm, dataset, ...; got {type(data).__name__}")
     top = ["name", "algorithm", "dataset", "env", "config", "train", "search", "resources", "failure",
-           "wandb", "storage"]
+           "wandb", "report", "storage"]
     c.check_keys((), data, top)
     for req in ("name", "algorithm", "dataset"):
         if req not in data:
@@ -411,6 +422,8 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("train", "seeds"), f"seeds must be distinct, got {t.seeds}")
     if s.objectives:
         _validate_objectives(s, c)
+    if spec.report.protocol not in REPORT_PROTOCOLS:
+        c.fail(("report", "protocol"), f"must be one of {', '.join(REPORT_PROTOCOLS)}, got {spec.report.protocol!r}")
     if s.mode not in ("max", "min"):
         c.fail(("search", "mode"), f"must be 'max' or 'min', got {s.mode!r}")
     if s.searcher not in _SEARCHERS:

@@ -497,3 +497,17 @@ def test_pareto_front_and_paper_default(tmp_path):
     assert any(f.startswith("pareto-") and f.endswith(".svg") for f in os.listdir(os.path.join(out, "figures")))
     from platform.report.stats import pareto_front
     assert pareto_front([(1, 5), (2, 5), (2, 4), (0, 1)], ("max", "min")) == [False, False, True, True]
+
+
+def test_study_protocol_is_the_reports_default(tmp_path, results_dir):
+    """A study's report.protocol (the Push-T table: last_k_mean, the paper's) is what its report uses by default;
+    --protocol overrides it."""
+    d = tmp_path / "proto"
+    d.mkdir()
+    shutil.copy(os.path.join(results_dir, "metrics.parquet"), d / "metrics.parquet")
+    (d / "spec.json").write_text(json.dumps({**SPEC, "report": {"protocol": "last_k_mean"}}))
+    md = open(os.path.join(os.path.dirname(report.build_report([str(d)], str(tmp_path / "a"))), "README.md")).read()
+    assert "protocol `last_k_mean`" in md
+    md = open(os.path.join(os.path.dirname(report.build_report([str(d)], str(tmp_path / "b"), "final")),
+                           "README.md")).read()
+    assert "protocol `final`" in md

@@ -346,15 +346,19 @@ def _shown_path(path: str) -> str:
     return rel if not rel.startswith("..") else os.path.basename(path)
 
 
-def build_report(paths: list[str], out_dir: str, protocol: str = "final") -> str:
+def build_report(paths: list[str], out_dir: str, protocol: str | None = None) -> str:
     """Write the report for ``paths`` (metrics.parquet files or sweep directories) to ``out_dir``.
 
-    ``protocol``: how a run's score is read off its evaluations (``PROTOCOLS``).  Returns the path of
-    ``index.html``.  Raises :class:`ReportError` (one-line message) on bad input.
+    ``protocol``: how a run's score is read off its evaluations (``PROTOCOLS``); None: the studies' own
+    ``report.protocol`` when they agree, else ``final``.  Returns the path of ``index.html``.  Raises
+    :class:`ReportError` (one-line message) on bad input.
     """
+    df, specs, files = load_results([paths] if isinstance(paths, str) else list(paths))
+    if protocol is None:
+        asked = {(s.get("report") or {}).get("protocol", "final") for s in specs.values()} or {"final"}
+        protocol = asked.pop() if len(asked) == 1 else "final"
     if protocol not in PROTOCOLS:
         raise ReportError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
-    df, specs, files = load_results([paths] if isinstance(paths, str) else list(paths))
     fig_dir = os.path.join(out_dir, "figures")
     if os.path.isdir(fig_dir):  # stale figures from an earlier report of the same name would mislead
         shutil.rmtree(fig_dir)
@@ -416,9 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m platform.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+", help="metrics.parquet files or sweep directories holding one")
     parser.add_argument("--out", help="output directory (default: reports/<sweep name>)")
-    parser.add_argument("--protocol", default="final", choices=list(PROTOCOLS),
-                        help="score of a run: its last evaluation (default), its best, or the mean of its last "
-                             f"{LAST_K}; the papers' own protocols are named next to their columns")
+    parser.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                        help="score of a run: its last evaluation, its best, or the mean of its last "
+                             f"{LAST_K} (default: the studies' report.protocol, else final); the papers' own "
+                             "protocols are named next to their columns")
     args = parser.parse_args(argv)
     try:
         out = args.out or _default_out(args.results)

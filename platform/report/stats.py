@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from platform.spec import REPORT_PROTOCOLS  # the study files' report.protocol: the same names
+
 METRIC = "eval/normalized_score"
 REQUIRED = ("sweep", "trial_id", "algorithm", "dataset", "seed", "step")
 N_BOOT = 2000
@@ -157,6 +159,7 @@ PROTOCOLS = {
     "best": "each run's best evaluation (Diffusion-QL's online model selection: optimistic)",
     "last_k_mean": "the mean of each run's last {k} evaluations (Diffusion Policy's and EDP's average)",
 }
+assert tuple(PROTOCOLS) == REPORT_PROTOCOLS
 LAST_K = 10  # Diffusion Policy: the last 10 checkpoints; EDP's code: its last 10 evaluations
 
 
