@@ -34,6 +34,7 @@ class Algorithm:
         actions = algo.act(obs)       # no grad; see data_kind for the shapes
         algo.state_dict() / algo.load_state_dict(d)   # plain tensors only (checkpoints, resume)
         algo.policy_state_dict()      # what a rollout worker needs to act (default: the whole state)
+        algo.reset(n_envs)            # the rollout starts a batch of episodes (default: nothing to forget)
 
     ``update``'s metrics are 0-d tensors left on the device (or plain floats for host-side values such as
     the learning rate): reading them forces a host sync, so the platform sums them and reads them once per
@@ -50,6 +51,9 @@ class Algorithm:
     obs_horizon: int = 1
     pred_horizon: int = 1
     action_horizon: int = 1
+    # sequences: how many steps a training window may start before its episode (padded with the first step);
+    # None: obs_horizon - 1 (Diffusion Policy's convention)
+    window_pad_before: int | None = None
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""
@@ -68,6 +72,9 @@ class Algorithm:
 
     def policy_state_dict(self) -> dict:
         return self.state_dict()
+
+    def reset(self, n_envs: int) -> None:
+        """A batch of ``n_envs`` new episodes starts (the rollout calls it): stateful policies forget."""
 
 
 # ----------------------------------------------------------------------------- configs

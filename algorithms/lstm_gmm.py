@@ -21,10 +21,12 @@ Mandlekar et al., "What Matters in Learning from Offline Human Demonstrations fo
 Shapes: batches ``obs (B, To, obs_dim)``, ``action (B, To, act_dim)`` (the action at each observed
 step, ``pred_horizon = To``); ``act(obs (B, To, obs_dim)) -> (B, 1, act_dim)``, one action per call.
 
-Known difference (not a switch): robomimic keeps the LSTM state across control steps and resets it
-every ``horizon`` (10) steps, so its context is 1..10 observations; here ``act`` is stateless and
-re-runs the LSTM over the last ``To`` observations (always 10, the start of an episode padded with
-its first observation, as the training windows are).  No Ray in here.
+Acting is stateful, as robomimic's ``RNN_Actor.get_action`` that DP's ``RobomimicLowdimPolicy`` calls with one
+observation per step: the LSTM state is carried across control steps and reset at every episode start
+(``reset``) and every ``horizon`` (10) steps, so its context is 1..10 observations.  Training windows are
+10 steps that never start before their episode (DP's ``pad_before = n_obs_steps - 1 = 0``).  The stateless
+shortcut (re-run the LSTM over the last 10 observations, windows padded up to 9 steps before the episode)
+is ``stateful_acting=False, pad_before=9``.  No Ray in here.
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ class LSTMGMMConfig:
     lr: float = 1e-4                    # robomimic learning_rate.initial (constant: no epoch_schedule)
     weight_decay: float = 0.0           # robomimic regularization.L2
     grad_clip_norm: float | None = None  # robomimic max_gradient_norm: None
+    stateful_acting: bool = True        # robomimic: LSTM state kept across steps, reset every obs_horizon steps
+    pad_before: int = 0                 # training windows start this many steps before the episode at most (DP: 0)
 
     def __post_init__(self):
         coerce_field_types(self)
@@ -101,13 +105,15 @@ class RNNGMM(nn.Module):
         self.M, self.act_dim = c.gmm_num_modes, act_dim
         self.head = nn.Linear(d, self.M * (1 + 2 * act_dim))  # [logits | means | scales] of every mode
 
-    def forward(self, obs):
-        h = self.mlp(self.rnn(obs)[0])
+    def forward(self, obs, state=None, return_state: bool = False):
+        """``state``: the RNN's (h, c) (or h for a GRU) to start from; ``return_state`` also returns the new one."""
+        seq, new_state = self.rnn(obs, state)
+        h = self.mlp(seq)
         B, T = obs.shape[:2]
         out = self.head(h)
         logits = out[..., :self.M]
         means, scales = out[..., self.M:].reshape(B, T, self.M, 2, self.act_dim).unbind(3)
-        return logits, means, scales
+        return ((logits, means, scales), new_state) if return_state else (logits, means, scales)
 
 
 class LSTMGMM(RangeNormalized):
@@ -121,16 +127,22 @@ class LSTMGMM(RangeNormalized):
         self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
         self.obs_horizon = self.pred_horizon = c.obs_horizon  # one action per observed step
         self.action_horizon = 1                                # acts step by step
+        self.window_pad_before = c.pad_before
+        self.rnn_state, self.rnn_steps = None, 0               # stateful acting: the carried LSTM state
         self.model = RNNGMM(spec.obs_dim, spec.act_dim, c).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.step = 0
         self.normalizer = range_normalizer(spec, self.device)
 
     # ------------------------------------------------------------------ the mixture
-    def mixture(self, nobs: torch.Tensor, low_noise: bool = False) -> torch.distributions.Distribution:
-        """Per-step GMM over normalized actions: batch shape ``(B, T)``, event shape ``(act_dim,)``."""
+    def mixture(self, nobs: torch.Tensor, low_noise: bool = False, state: bool = False):
+        """Per-step GMM over normalized actions: batch shape ``(B, T)``, event shape ``(act_dim,)``; ``state``:
+        start from and update the carried LSTM state (stateful acting)."""
         c = self.cfg
-        logits, means, scales = self.model(nobs)
+        if state:
+            (logits, means, scales), self.rnn_state = self.model(nobs, self.rnn_state, return_state=True)
+        else:
+            logits, means, scales = self.model(nobs)
         if c.tanh_means:
             means = torch.tanh(means)
         if low_noise:
@@ -170,11 +182,27 @@ class LSTMGMM(RangeNormalized):
         self.model.train()
         return self.unnormalize_action(dist.sample()[:, -1])
 
+    def reset(self, n_envs: int) -> None:
+        self.rnn_state, self.rnn_steps = None, 0
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs (B, To, obs_dim)`` (the last ``To`` are used) -> ``(B, 1, act_dim)``."""
+        """``obs (B, T, obs_dim)`` -> ``(B, 1, act_dim)``.  Stateful (default): the last observation advances the
+        carried LSTM state (reset every ``obs_horizon`` steps); stateless: the LSTM re-runs over the last To."""
         device = obs.device if torch.is_tensor(obs) else torch.device("cpu")
-        return self.sample(self.obs_window(obs, full=False)).unsqueeze(1).to(device)
+        obs = self.obs_window(obs, full=False)
+        if not self.cfg.stateful_acting:
+            return self.sample(obs).unsqueeze(1).to(device)
+        h = self.rnn_state[0] if isinstance(self.rnn_state, tuple) else self.rnn_state  # LSTM (h, c) or GRU h
+        if h is not None and h.shape[1] != obs.shape[0]:
+            self.rnn_state = None  # another batch size: a new set of episodes
+        if self.rnn_steps % self.cfg.obs_horizon == 0:
+            self.rnn_state = None  # robomimic resets its RNN every `horizon` steps
+        self.model.eval()
+        dist = self.mixture(self.normalize_obs(obs[:, -1:]), low_noise=self.cfg.low_noise_eval, state=True)
+        self.model.train()
+        self.rnn_steps += 1
+        return self.unnormalize_action(dist.sample()[:, -1]).unsqueeze(1).to(device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

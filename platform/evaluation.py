@@ -52,6 +52,7 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
             # Pad the last chunk with repeats of its seeds; their episodes are discarded.
             obs, _ = envs.reset(seed=[int(s) for s in chunk] + [int(chunk[0])] * (n_envs - n))
             torch.manual_seed(int(chunk[0]))
+            algo.reset(n_envs)  # new episodes: stateful policies (LSTM-GMM) forget the previous ones
             history = deque([obs] * To, maxlen=To)  # DP pads the start by repeating the first obs
             ret = np.zeros(n_envs)
             best = np.full(n_envs, -np.inf)

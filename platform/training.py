@@ -67,7 +67,7 @@ class WindowSampler:
         from platform.datasets.sequence import SequenceSampler
 
         self.sampler = SequenceSampler(np.asarray(data.episode_ends), algo.obs_horizon, algo.pred_horizon,
-                                       algo.action_horizon)
+                                       algo.action_horizon, pad_before=algo.window_pad_before)
         self.observations = np.asarray(data.observations, dtype=np.float32)
         self.actions = np.asarray(data.actions, dtype=np.float32)
         self.device = device

@@ -60,6 +60,7 @@ def test_registry_shapes_and_state(name):
     assert all(torch.is_tensor(v) for v in flat)
     other = tiny(name)
     other.load_state_dict(state)
+    algo.reset(5), other.reset(5)  # stateful policies (LSTM-GMM) start new episodes alike
     torch.manual_seed(1)
     a1 = algo.act(batch["obs"][:5])
     torch.manual_seed(1)
@@ -167,3 +168,26 @@ def test_bet_as_the_paper_ran_it_constant_lr_and_bins_on_the_whole_dataset():
     assert torch.allclose(centers, torch.tensor([[50.0, 50.0], [450.0, 450.0]]), atol=1e-3)
     algo.update(windows(algo, 8))  # the first batch no longer refits the bins
     assert torch.allclose(algo.unnormalize_action(algo.centers).sort(0).values, centers)
+
+
+def test_lstm_gmm_acts_statefully_as_robomimic_and_trains_on_unpadded_windows():
+    """DP's LSTM-GMM: windows never start before their episode (pad_before 0), and acting carries the LSTM state,
+    reset at reset() and every To steps: step t's action is the LSTM over the observations since the last reset."""
+    algo = tiny("lstm_gmm", gmm_num_modes=1)  # one mode, low-noise eval: the action is the mean
+    assert algo.window_pad_before == 0 and algo.cfg.stateful_acting
+    from platform.datasets.sequence import SequenceSampler
+    assert SequenceSampler(torch.tensor([10, 25]).numpy(), 4, 4, 1, pad_before=algo.window_pad_before).rows.min() >= 0
+    g = torch.Generator().manual_seed(1)
+    obs = torch.rand(3, 10, 4, generator=g) * 512   # 3 envs, 10 steps
+    algo.reset(3)
+    stateful = torch.stack([algo.act(obs[:, max(0, t - 3):t + 1])[:, 0] for t in range(10)], 1)
+    stateless = tiny("lstm_gmm", gmm_num_modes=1, stateful_acting=False)
+    stateless.load_state_dict(algo.state_dict())
+    To = algo.obs_horizon  # 4: resets at t = 0, 4, 8
+    expect = torch.stack([stateless.act(obs[:, t - t % To:t + 1])[:, 0] for t in range(10)], 1)
+    assert torch.allclose(stateful, expect, atol=0.2), (stateful - expect).abs().max()
+    # without the periodic reset the context would be the whole history: a different action at t = 5
+    full = stateless.act(obs[:, :6])[:, 0]
+    assert not torch.allclose(full, stateful[:, 5], atol=0.2)
+    algo.reset(3)  # a new batch of episodes: the first action is the one-observation LSTM's again
+    assert torch.allclose(algo.act(obs[:, :1])[:, 0], expect[:, 0], atol=0.2)

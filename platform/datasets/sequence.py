@@ -70,13 +70,14 @@ class SequenceSampler:
     """
 
     def __init__(self, episode_ends, obs_horizon: int, pred_horizon: int, action_horizon: int,
-                 episode_mask=None):
+                 episode_mask=None, pad_before: int | None = None):
         if not 1 <= obs_horizon <= pred_horizon:
             raise ValueError(f"need 1 <= obs_horizon <= pred_horizon, got To={obs_horizon}, Tp={pred_horizon}")
         if not 1 <= action_horizon <= pred_horizon:
             raise ValueError(f"need 1 <= action_horizon <= pred_horizon, got Ta={action_horizon}, Tp={pred_horizon}")
         self.obs_horizon, self.pred_horizon, self.action_horizon = obs_horizon, pred_horizon, action_horizon
-        self.pad_before, self.pad_after = obs_horizon - 1, action_horizon - 1
+        self.pad_before = obs_horizon - 1 if pad_before is None else pad_before  # DP: n_obs_steps - 1
+        self.pad_after = action_horizon - 1
         self.rows = window_rows(episode_ends, pred_horizon, self.pad_before, self.pad_after, episode_mask)
         self.obs_rows = np.ascontiguousarray(self.rows[:, :obs_horizon])  # (n_windows, To)
         self._torch_rows: dict = {}  # device -> (rows, obs_rows) as torch tensors, built on first use
