@@ -511,3 +511,25 @@ def test_study_protocol_is_the_reports_default(tmp_path, results_dir):
     md = open(os.path.join(os.path.dirname(report.build_report([str(d)], str(tmp_path / "b"), "final")),
                            "README.md")).read()
     assert "protocol `final`" in md
+
+
+def test_labels_name_datasets_not_paths(tmp_path):
+    """No report carries a path of the machine that made it: datasets are named by what they are."""
+    from platform.report.stats import dataset_label
+
+    assert dataset_label("pusht:/data/x/pusht_cchi_v7_replay.zarr") == "pusht"
+    assert dataset_label("d4rl:/home/me/d4rl/hopper_medium-v2.hdf5") == "d4rl:hopper_medium-v2"
+    assert dataset_label("generated:pendulum-medium") == "generated:pendulum-medium"
+    d = tmp_path / "pt"
+    d.mkdir()
+    secret = "/very/private/place"
+    df = make_frame().assign(dataset=f"pusht:{secret}/pusht_cchi_v7_replay.zarr", env="pusht")
+    df.to_parquet(d / "metrics.parquet", index=False)
+    (d / "spec.json").write_text(json.dumps({**SPEC, "dataset": f"pusht:{secret}/pusht_cchi_v7_replay.zarr",
+                                             "path": f"{secret}/study.yaml"}))
+    out = report.build_report([str(d)], str(tmp_path / "out"))
+    for root, _, files in os.walk(os.path.dirname(out)):
+        for f in files:
+            assert secret not in f
+            if f.endswith((".md", ".html")):
+                assert secret not in open(os.path.join(root, f), encoding="utf-8").read(), f

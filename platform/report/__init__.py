@@ -39,7 +39,7 @@ from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_sensi
 from platform.report.papers import paper_budget, paper_reference
 from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, N_BOOT, PROTOCOLS, ReportError, Trial, _normalize,
                                    best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm, load_results,
-                                   pareto_front,
+                                   pareto_front, spec_for_display,
                                    param_importances, parquet_path, stratified_bootstrap_ci, trials, varying_params)
 
 import platform as _pyplatform  # the project's package; re-exports the stdlib module's names (shim)
@@ -335,7 +335,7 @@ def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs
     for sweep in sorted(df["sweep"].unique()):
         if sweep in specs:
             doc.h(3, f"Spec: {sweep}")
-            doc.pre(json.dumps(specs[sweep], indent=2, sort_keys=True, default=str))
+            doc.pre(json.dumps(spec_for_display(specs[sweep]), indent=2, sort_keys=True, default=str))
         else:
             doc.p(f"No spec.json found beside the results of `{sweep}`.")
 

@@ -140,9 +140,32 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
     # Trial ids are unique within a sweep only; prefix the sweep when several sweeps are compared.
     multi = df["sweep"].nunique() > 1
     df["_trial"] = (df["sweep"] + "/" + df["trial_id"]) if multi else df["trial_id"]
-    df["_bench"] = [f"{d} ({e})" if e else d for d, e in zip(df["dataset"].astype(str), df["env"])]
+    df["_bench"] = [f"{dataset_label(d)} ({e})" if e else dataset_label(d)
+                    for d, e in zip(df["dataset"].astype(str), df["env"])]
     df["score"] = df[METRIC]
     return df.sort_values(["_trial", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
+def dataset_label(name: str) -> str:
+    """What a dataset is, never where it was on the machine that ran it: ``pusht:/x/pusht_cchi_v7_replay.zarr`` ->
+    ``pusht``, ``d4rl:/x/hopper_medium-v2.hdf5`` -> ``d4rl:hopper_medium-v2``; names without a path unchanged."""
+    kind, _, value = str(name).partition(":")
+    if not value or ("/" not in value and os.sep not in value):
+        return str(name)
+    if kind == "pusht":
+        return "pusht"
+    return f"{kind}:{os.path.splitext(os.path.basename(value.rstrip('/')))[0]}"
+
+
+def spec_for_display(spec: dict) -> dict:
+    """A study's spec.json with its dataset paths replaced by their labels (``dataset_label``)."""
+    out = dict(spec)
+    if isinstance(out.get("dataset"), str):
+        out["dataset"] = dataset_label(out["dataset"])
+    if isinstance(out.get("datasets"), list):
+        out["datasets"] = [dataset_label(d) for d in out["datasets"]]
+    out.pop("path", None)  # the study file's absolute path on the machine that ran it
+    return out
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
