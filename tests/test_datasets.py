@@ -237,12 +237,13 @@ def test_resolver_generates_pendulum_into_cache(tmp_path, monkeypatch):
 
 def test_resolver_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("DRL_DATA_DIR", str(tmp_path))
-    # no shipped walker2d policy (yet): the error names the training command; halfcheetah's is collected on load
-    with pytest.raises(FileNotFoundError, match=r"python -m platform\.datasets\.generate walker2d medium --train --out"):
-        load_dataset("generated:walker2d-medium")
+    # no shipped expert policy: the error names the training command; the medium ones are collected on load
+    with pytest.raises(FileNotFoundError, match=r"python -m platform\.datasets\.generate walker2d expert --train --out"):
+        load_dataset("generated:walker2d-expert")
     from platform.datasets.generate import is_cheap
 
-    assert is_cheap("halfcheetah", "medium") and is_cheap("hopper", "random") and not is_cheap("walker2d", "medium")
+    assert is_cheap("halfcheetah", "medium") and is_cheap("hopper", "random") and is_cheap("walker2d", "medium")
+    assert not is_cheap("walker2d", "expert") and not is_cheap("hopper", "medium-replay")
     with pytest.raises(FileNotFoundError, match="not generated yet"):
         check_dataset("generated:hopper-expert")
     assert check_dataset("generated:pendulum-medium") == "Pendulum-v1"  # cheap: made on first load
