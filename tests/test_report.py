@@ -484,7 +484,8 @@ def test_pareto_front_and_paper_default(tmp_path):
     pd.DataFrame(rows).to_parquet(d / "metrics.parquet", index=False)
     spec = {**SPEC, "name": "front", "algorithm": "edp",
             "search": {"metric": "eval/normalized_score", "mode": "max", "space": {"n_timesteps": {"logint": [5, 50]}},
-                       "objectives": {"eval/normalized_score": "max", "eval/act_ms": "min"}}}
+                       # as spec.json stores it: keys sorted, so the first objective comes second here
+                       "objectives": {"eval/act_ms": "min", "eval/normalized_score": "max"}}}
     (d / "spec.json").write_text(json.dumps(spec))
     out = str(tmp_path / "out")
     c = parse(report.build_report([str(d)], out))

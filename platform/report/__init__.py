@@ -242,9 +242,13 @@ def _paper_default_line(ts: list[Trial], best: Trial) -> str | None:
             f": Δ = {fsigned(best.mean - paper.mean)} (selected on these seeds, so optimistic).")
 
 
-def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], objectives: dict) -> None:
-    """The Pareto front of a two-objective study (``search.objectives``): figure and table."""
-    (m0, mode0), (m1, mode1) = list(objectives.items())[:2]
+def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], objectives: dict,
+            metric: str) -> None:
+    """The Pareto front of a two-objective study (``search.objectives``): figure and table.  ``metric``: the first
+    objective (spec.json stores the objectives with sorted keys, so their order is not the study's)."""
+    m0 = metric if metric in objectives else next(iter(objectives))
+    m1 = next(k for k in objectives if k != m0)
+    mode0, mode1 = objectives[m0], objectives[m1]
     pts = [(t, final_metric(df, t, m0), final_metric(df, t, m1)) for t in ts if t.scores.size]
     pts = [(t, a, b) for t, a, b in pts if math.isfinite(a) and math.isfinite(b)]
     if len(pts) < 2:
@@ -286,9 +290,10 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
                           str(t.final_step) if t.scores.size else "—", fmean_std(t.scores), t.status]
                          for i, t in enumerate(ranked)], caption=f"Trials of {title}, best first"))
         doc.fig(fig_trials(plots, df, title, ts, best, params))
-        objectives = ((specs or {}).get(sweep) or {}).get("search", {}).get("objectives") or {}
+        search = ((specs or {}).get(sweep) or {}).get("search", {})
+        objectives = search.get("objectives") or {}
         if len(objectives) >= 2:
-            _pareto(doc, plots, df, title, ts, objectives)
+            _pareto(doc, plots, df, title, ts, objectives, search.get("metric", METRIC))
         if not params:
             doc.p("No searched parameter varies between trials: no sensitivity plot or importances.")
             continue
