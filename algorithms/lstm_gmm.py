@@ -175,10 +175,11 @@ class LSTMGMM(RangeNormalized):
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def sample(self, obs: torch.Tensor) -> torch.Tensor:
-        """One action per sequence from the last step's mixture: ``obs (B, T, obs_dim) -> (B, act_dim)``, env units."""
+    def sample(self, obs: torch.Tensor, state: bool = False) -> torch.Tensor:
+        """One action per sequence from the last step's mixture: ``obs (B, T, obs_dim) -> (B, act_dim)``, env units;
+        ``state``: start from and advance the carried LSTM state (stateful acting)."""
         self.model.eval()
-        dist = self.mixture(self.normalize_obs(obs), low_noise=self.cfg.low_noise_eval)
+        dist = self.mixture(self.normalize_obs(obs), low_noise=self.cfg.low_noise_eval, state=state)
         self.model.train()
         return self.unnormalize_action(dist.sample()[:, -1])
 
@@ -198,11 +199,8 @@ class LSTMGMM(RangeNormalized):
             self.rnn_state = None  # another batch size: a new set of episodes
         if self.rnn_steps % self.cfg.obs_horizon == 0:
             self.rnn_state = None  # robomimic resets its RNN every `horizon` steps
-        self.model.eval()
-        dist = self.mixture(self.normalize_obs(obs[:, -1:]), low_noise=self.cfg.low_noise_eval, state=True)
-        self.model.train()
         self.rnn_steps += 1
-        return self.unnormalize_action(dist.sample()[:, -1]).unsqueeze(1).to(device)
+        return self.sample(obs[:, -1:], state=True).unsqueeze(1).to(device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

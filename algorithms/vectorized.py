@@ -205,6 +205,10 @@ class VectorizedDQL:
                      for m in ("actor", "critic")}
         return d
 
+    def seed_policy_state_dict(self, i: int) -> dict:
+        """Seed ``i``'s ``DiffusionQL.policy_state_dict()``: what a rollout worker needs (no optimizer moments)."""
+        return self._seed_algo(i).policy_state_dict()
+
     def load_seed_state_dict(self, i: int, d: dict) -> None:
         algo = self._seed_algo(i)
         for m in _MODELS:

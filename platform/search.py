@@ -89,10 +89,9 @@ TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """CPU/GPU one trial holds while it runs: Train workers, evaluation actors and its Tune function."""
-    r = spec.resources
-    workers = max(r.workers, 1)
-    return {"CPU": workers * r.cpus_per_worker * (r.workers > 0) + r.eval_actors * r.cpus_per_eval_actor
-            + TRAINABLE_CPU, "GPU": workers * r.gpus_per_worker}
+    r = spec.resources  # workers >= 1 (spec.py)
+    return {"CPU": r.workers * r.cpus_per_worker + r.eval_actors * r.cpus_per_eval_actor + TRAINABLE_CPU,
+            "GPU": r.workers * r.gpus_per_worker}
 
 
 def max_concurrent_trials(spec: SweepSpec, cluster: dict[str, float]) -> int:

@@ -235,7 +235,7 @@ class VectorizedSeedRuns:
         return out
 
     def policy_states(self) -> list[dict]:
-        return [self.vec.seed_state_dict(i) for i in range(len(self.seeds))]
+        return [self.vec.seed_policy_state_dict(i) for i in range(len(self.seeds))]
 
     def save(self, directory: str, step: int) -> None:
         for i, seed in enumerate(self.seeds):

@@ -242,10 +242,11 @@ def _paper_default_line(ts: list[Trial], best: Trial) -> str | None:
             f": Δ = {fsigned(best.mean - paper.mean)} (selected on these seeds, so optimistic).")
 
 
-def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], objectives: dict,
-            metric: str) -> None:
+def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], params: list[str],
+            objectives: dict, metric: str) -> None:
     """The Pareto front of a two-objective study (``search.objectives``): figure and table.  ``metric``: the first
-    objective (spec.json stores the objectives with sorted keys, so their order is not the study's)."""
+    objective (spec.json stores the objectives with sorted keys, so their order is not the study's); ``params``:
+    the searched (varying) parameters that label the front."""
     m0 = metric if metric in objectives else next(iter(objectives))
     m1 = next(k for k in objectives if k != m0)
     mode0, mode1 = objectives[m0], objectives[m1]
@@ -255,11 +256,10 @@ def _pareto(doc: Doc, plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial
         doc.p(f"Pareto front of {m0} and {m1}: fewer than two trials have both.")
         return
     front = pareto_front([(a, b) for _, a, b in pts], (mode0, mode1))
-    doc.fig(fig_pareto(plots, title, pts, front, (m0, m1)))
-    keys = sorted({k for t, _, _ in pts for k in t.params})
-    rows = [[t.trial_id, *[fmt_param(t.params.get(k, "")) for k in keys], fnum(a), fnum(b, 2)]
+    doc.fig(fig_pareto(plots, title, pts, front, (m0, m1), params))
+    rows = [[t.trial_id, *[fmt_param(t.params.get(k, "")) for k in params], fnum(a), fnum(b, 2)]
             for (t, a, b), f in sorted(zip(pts, front), key=lambda x: x[0][2]) if f]
-    doc.table(Table(["trial", *keys, f"{m0} ({mode0})", f"{m1} ({mode1})"], rows,
+    doc.table(Table(["trial", *params, f"{m0} ({mode0})", f"{m1} ({mode1})"], rows,
                     caption=f"Pareto front of {title}: trials no other trial beats in both objectives"))
 
 
@@ -293,7 +293,7 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
         search = ((specs or {}).get(sweep) or {}).get("search", {})
         objectives = search.get("objectives") or {}
         if len(objectives) >= 2:
-            _pareto(doc, plots, df, title, ts, objectives, search.get("metric", METRIC))
+            _pareto(doc, plots, df, title, ts, params, objectives, search.get("metric", METRIC))
         if not params:
             doc.p("No searched parameter varies between trials: no sensitivity plot or importances.")
             continue

@@ -151,7 +151,7 @@ def fig_sensitivity(plots: Plots, title: str, ts: list[Trial], params: list[str]
 
 
 def fig_pareto(plots: Plots, title: str, points: list[tuple[Trial, float, float]], front: list[bool],
-               metrics: tuple[str, str]) -> Figure:
+               metrics: tuple[str, str], params: list[str]) -> Figure:
     """Score against cost, one point per trial; the Pareto front (no trial better in both) joined by a line."""
     fig, ax = plots.plt.subplots(figsize=(5.6, 3.8))
     xs = np.array([c for _, _, c in points])
@@ -162,9 +162,7 @@ def fig_pareto(plots: Plots, title: str, points: list[tuple[Trial, float, float]
     ax.plot(xs[on][order], ys[on][order], "o-", color="C3", ms=6, label="Pareto front")
     for (t, s, c), f in zip(points, front):
         if f:
-            ax.annotate(", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(t.params.items()) if k not in
-                                  ("algorithm", "dataset")), (c, s), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+            ax.annotate(fmt_params(t.params, params), (c, s), fontsize=7, xytext=(4, 4), textcoords="offset points")
     if xs.min() > 0 and xs.max() / xs.min() > 10:
         ax.set_xscale("log")
     ax.set(xlabel=metrics[1], ylabel=metrics[0], title=title)
