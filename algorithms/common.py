@@ -35,6 +35,7 @@ class Algorithm:
         algo.state_dict() / algo.load_state_dict(d)   # plain tensors only (checkpoints, resume)
         algo.policy_state_dict()      # what a rollout worker needs to act (default: the whole state)
         algo.reset(n_envs)            # the rollout starts a batch of episodes (default: nothing to forget)
+        algo.distribute(wrap, rank, world)  # data-parallel training (algorithms with data_parallel = True)
 
     ``update``'s metrics are 0-d tensors left on the device (or plain floats for host-side values such as
     the learning rate): reading them forces a host sync, so the platform sums them and reads them once per
@@ -54,6 +55,8 @@ class Algorithm:
     # sequences: how many steps a training window may start before its episode (padded with the first step);
     # None: obs_horizon - 1 (Diffusion Policy's convention)
     window_pad_before: int | None = None
+    # train.data_parallel: one model trained by several workers, each on its shard of the global batch
+    data_parallel: ClassVar[bool] = False
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""
@@ -75,6 +78,13 @@ class Algorithm:
 
     def reset(self, n_envs: int) -> None:
         """A batch of ``n_envs`` new episodes starts (the rollout calls it): stateful policies forget."""
+
+    def distribute(self, wrap, rank: int, world: int) -> None:
+        """Train as rank ``rank`` of ``world`` data-parallel replicas: ``wrap(module)`` returns the module
+        whose backward averages gradients across the replicas (DDP); ``update`` then gets this rank's
+        ``B / world`` rows of the global batch and draws its own randomness for the global batch, keeping
+        this rank's rows, so the replicas together take the step one replica would take on the whole batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not support train.data_parallel")
 
 
 # ----------------------------------------------------------------------------- configs

@@ -89,6 +89,9 @@ class DiffusionPolicyConfig:
     max_steps: int | None = None        # length of the cosine schedule; None -> paper budget: 5000 (CNN) / 8000
                                         # (transformer) epochs x 42 batches.  Set it to the run's step budget.
     grad_clip_norm: float | None = None  # not in the paper (None); clip the gradient norm if set
+    # --- speed (not in the paper: the public code trains in float32)
+    bf16_autocast: bool = False         # the network's forward/backward under torch.autocast(bfloat16) in update;
+                                        # parameters, AdamW state, EMA and the loss stay float32; acting unchanged
     # --- EMA (paper: EMAModel(update_after_step=0, inv_gamma=1, power=0.75, min 0, max 0.9999))
     use_ema: bool = True                # act with the EMA weights (paper: yes)
     ema_power: float = 0.75
@@ -160,6 +163,8 @@ class DiffusionPolicyConfig:
         if self.lr_warmup_steps < 0 or self.max_steps < 1:
             raise ValueError(f"need lr_warmup_steps >= 0 and max_steps >= 1, got {self.lr_warmup_steps}, "
                              f"{self.max_steps}")
+        if not isinstance(self.bf16_autocast, bool):
+            raise ValueError(f"bf16_autocast must be true or false, got {self.bf16_autocast!r}")
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError(f"grad_clip_norm must be > 0 or None, got {self.grad_clip_norm}")
         if not (self.ema_power > 0 and self.ema_inv_gamma > 0 and 0.0 <= self.ema_min <= self.ema_max <= 1.0
@@ -374,6 +379,7 @@ class DiffusionPolicy(RangeNormalized):
     """
 
     data_kind = "sequences"
+    data_parallel = True
 
     def __init__(self, config: DiffusionPolicyConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg = c = config
@@ -397,6 +403,8 @@ class DiffusionPolicy(RangeNormalized):
         self.optimizer = torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.adam_eps)
         self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(self.device)
         self.step = 0
+        # train.data_parallel: the (DDP-wrapped) module the loss runs through, and this replica's rows
+        self.train_model, self.rank, self.world = self.model, 0, 1
 
         # [-1, 1] normalization with the dataset's ranges (state_dict keeps them, as plain tensors).
         self.normalizer = range_normalizer(spec, self.device)
@@ -423,12 +431,19 @@ class DiffusionPolicy(RangeNormalized):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-        # DDPM loss: noise x0 to a uniform random step k, regress the noise.
+        # DDPM loss: noise x0 to a uniform random step k, regress the noise.  A data-parallel replica draws
+        # the global batch's noise and steps and keeps its own rows: the replicas' averaged gradient is then
+        # the gradient of the whole batch (GroupNorm and LayerNorm are per sample; dropout masks are not shared).
         self.model.train()
-        noise = torch.randn_like(x0)
-        k = torch.randint(0, c.n_timesteps, (x0.shape[0],), device=self.device)
+        b = x0.shape[0]
+        noise = torch.randn((b * self.world, *x0.shape[1:]), device=self.device)[self.rank * b:(self.rank + 1) * b]
+        k = torch.randint(0, c.n_timesteps, (b * self.world,), device=self.device)[self.rank * b:(self.rank + 1) * b]
         x_k = self.schedule.q_sample(x0, k, noise)
-        loss = F.mse_loss(self._eps(self.model, x_k, k, nobs), noise)
+        # bf16_autocast: matmuls and convolutions in bfloat16 (tensor cores on a GPU; float32's exponent range, so
+        # no loss scaling), the weights, their gradients and the optimizer in float32; the loss in float32
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.bf16_autocast):
+            eps_pred = self._eps(self.train_model, x_k, k, nobs)
+        loss = F.mse_loss(eps_pred.float(), noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip_norm is not None:
@@ -443,6 +458,13 @@ class DiffusionPolicy(RangeNormalized):
                 torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
         self.step += 1
         return {"train/loss": loss.detach(), "train/lr": lr}  # a 0-d tensor: no host sync
+
+    def distribute(self, wrap, rank: int, world: int) -> None:
+        """Data-parallel training: the loss runs through ``wrap(self.model)`` (DDP); ``self.model`` stays the
+        plain module, so EMA, checkpoints and acting are unchanged."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, world), got rank {rank} of {world}")
+        self.train_model, self.rank, self.world = wrap(self.model), rank, world
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

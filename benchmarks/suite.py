@@ -18,6 +18,12 @@ Parts (``--parts``, comma-separated; default all):
 * ``evaluation``: environment steps/s of DQL policies in Pendulum (and HalfCheetah unless ``--quick``):
   batched inference over all envs of a vector env vs one ``act`` per env, in this process; and a real
   ``EvalPool`` of 1, 2, 4 Ray CPU rollout actors (real gymnasium) on the same episodes.
+* ``parallel``: ``train.data_parallel`` for Diffusion Policy (CNN, Push-T shapes): 2 gloo DDP replicas x B/2
+  rows (two processes, one thread each) against 1 process x B rows, seconds per global step, and the largest
+  weight difference after the same steps (the equivalence the option promises; float round-off only).
+* ``overlap``: ``train.overlap_eval`` in real one-trial sweeps (a DQL study on generated Pendulum; a Diffusion
+  Policy study on Push-T when its data is in ``../shared``): the trial's wall time with evaluation overlapped
+  against the same trial with blocking evaluation.
 * ``sweep``: a tiny real sweep (1 trial, DQL on generated Pendulum): seconds from ``run_sweep`` to the
   first gradient step, and inside the trial from the train loop's start (``time/first_step_unix`` and
   ``time/loop_start_unix`` in the trial's metric history).
@@ -48,7 +54,7 @@ import torch.nn.functional as F  # noqa: E402
 from algorithms import EnvSpec  # noqa: E402
 from benchmarks.bench_dql import DirectStep, _swap_activation  # noqa: E402
 
-PARTS = ("training", "sampling", "evaluation", "sweep")
+PARTS = ("training", "sampling", "evaluation", "sweep", "parallel", "overlap")
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah
 COLUMNS = ["part", "case", "value", "unit", "baseline", "baseline_value", "ratio", "threads", "load_1m",
            "quick", "torch", "cpus", "unix_time", "note"]
@@ -418,6 +424,126 @@ def bench_sweep(args) -> list[dict]:
             row("sweep", "whole 2-step sweep", wall, "s", note="incl. one evaluation and Parquet results")]
     for r in rows:
         print(f"[bench] sweep {r['case']}: {r['value']:.1f} s", flush=True)
+    return rows
+
+
+DP_SPEC = dict(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
+               act_max=(512.0,) * 2, act_low=(0.0,) * 2, act_high=(512.0,) * 2)
+
+
+def _dp_batches(n: int, bs: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    return [{"obs": torch.rand(bs, 2, 20, generator=g) * 512, "action": torch.rand(bs, 16, 2, generator=g) * 512}
+            for _ in range(n)]
+
+
+def _dp_policy(size: dict):
+    from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
+
+    torch.manual_seed(0)
+    return DiffusionPolicy(DiffusionPolicyConfig(backbone="cnn", lr_warmup_steps=0, **size), EnvSpec(**DP_SPEC))
+
+
+def _ddp_replica(rank: int, world: int, port: int, size: dict, steps: int, bs: int, out: str) -> None:
+    """One data-parallel replica (a spawned process): ``steps`` updates on its rows; rank 0 saves time + weights."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    algo = _dp_policy(size)
+    algo.distribute(torch.nn.parallel.DistributedDataParallel, rank, world)
+    batches, n = _dp_batches(steps + 1, bs), bs // world
+    torch.manual_seed(1)
+    algo.update({k: v[rank * n:(rank + 1) * n] for k, v in batches[0].items()})  # warm-up (gloo buckets)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for b in batches[1:]:
+        algo.update({k: v[rank * n:(rank + 1) * n] for k, v in b.items()})
+    dist.barrier()
+    if rank == 0:
+        torch.save({"seconds": time.perf_counter() - t0, "model": algo.state_dict()["model"]}, out)
+    dist.destroy_process_group()
+
+
+def bench_parallel(args) -> list[dict]:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    q = args.quick
+    bs = 32 if q else args.batch_size
+    steps = 2 if q else max(3, args.steps // 5)
+    size = dict(down_dims=(16, 32), diffusion_step_embed_dim=16) if q else dict(down_dims=(64, 128, 256),
+                                                                                   diffusion_step_embed_dim=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone, batches = _dp_policy(size), _dp_batches(steps + 1, bs)
+        torch.manual_seed(1)
+        alone.update(batches[0])
+        t0 = time.perf_counter()
+        for b in batches[1:]:
+            alone.update(b)
+        one = (time.perf_counter() - t0) / steps
+    finally:
+        torch.set_num_threads(threads)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = os.path.join(tempfile.mkdtemp(prefix="bench_ddp_"), "rank0.pt")
+    mp.spawn(_ddp_replica, args=(2, port, size, steps, bs, out), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    two = got["seconds"] / steps
+    diff = max((got["model"][k] - v).abs().max().item() for k, v in alone.state_dict()["model"].items())
+    net = f"U-Net {list(size['down_dims'])}"
+    rows = [row("parallel", f"dp_cnn DDP 2 replicas x {bs // 2} rows", two * 1000, "ms", f"1 process x {bs} rows",
+                one * 1000, note=f"{net}, 1 thread per process, gloo, per global step"),
+            row("parallel", "dp_cnn DDP weights vs 1 process", diff + 1e-12, "max abs weight difference",
+                note=f"after {steps + 1} steps; float round-off only (test: < 1e-5)")]
+    print(f"[bench] parallel DDP 2 x {bs // 2}: {two * 1000:.0f} ms/step vs 1 x {bs}: {one * 1000:.0f} ms; "
+          f"max weight difference {diff:.2e}", flush=True)
+    return rows
+
+
+def bench_overlap(args) -> list[dict]:
+    """Trial wall time (the train loop's ``time/total_s`` at its last report) with and without overlap_eval."""
+    from platform import history
+    from platform.datasets import load_dataset
+    from platform.spec import parse_spec
+    from platform.sweep import run_sweep
+
+    q = args.quick
+    pusht = os.path.join(ROOT, "..", "shared", "datasets", "pusht", "pusht_cchi_v7_replay.zarr")
+    studies = [("dql pendulum", "dql", "generated:pendulum-medium",
+                {"hidden_dim": 32, "n_action_samples": 5} if q else {},
+                dict(steps=20 if q else 600, eval_every=10 if q else 200, eval_episodes=2 if q else 10))]
+    if os.path.isdir(pusht):
+        studies.append(("diffusion_policy pusht", "diffusion_policy", f"pusht:{os.path.abspath(pusht)}",
+                        {"down_dims": [16, 32] if q else [64, 128, 256], "diffusion_step_embed_dim": 16 if q else 64,
+                         "sampler": "ddim", "n_inference_steps": 4 if q else 16},
+                        dict(steps=10 if q else 300, eval_every=5 if q else 100, eval_episodes=2 if q else 20)))
+    rows = []
+    for label, algo, dataset, config, train in studies:
+        load_dataset(dataset)
+        wall = {}
+        for overlap in (False, True):
+            storage = tempfile.mkdtemp(prefix="bench_overlap_")
+            name = f"bench_overlap_{algo}_{int(overlap)}"
+            spec = parse_spec({"name": name, "algorithm": algo, "dataset": dataset, "config": config,
+                               "train": {**train, "batch_size": 32 if q else 256, "seeds": [0],
+                                         "overlap_eval": overlap},
+                               "search": {"searcher": "random", "num_samples": 1, "scheduler": "fifo"},
+                               "resources": {"workers": 1, "cpus_per_worker": 1, "eval_actors": 1,
+                                             "cpus_per_eval_actor": 0.5}})
+            run_sweep(spec, storage=storage, report=False)
+            hist_dir = history.history_dir(storage, name)
+            last = history.read(hist_dir, os.listdir(hist_dir)[0].removesuffix(".jsonl"))[-1]
+            wall[overlap] = last["time/total_s"]
+        rows.append(row("overlap", f"{label}: trial with overlap_eval", wall[True], "s", "blocking evaluation",
+                        wall[False], note=f"{train['steps']} steps, evaluation every {train['eval_every']} "
+                                          f"({train['eval_episodes']} episodes), 1 rollout actor"))
+        print(f"[bench] overlap {label}: {wall[True]:.1f} s overlapped vs {wall[False]:.1f} s blocking", flush=True)
     return rows
 
 

@@ -90,7 +90,10 @@ TRAINABLE_CPU = 0.01  # the Tune function of a trial only launches its Train run
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """CPU/GPU one trial holds while it runs: Train workers, evaluation actors and its Tune function."""
     r = spec.resources  # workers >= 1 (spec.py)
-    return {"CPU": r.workers * r.cpus_per_worker + r.eval_actors * r.cpus_per_eval_actor + TRAINABLE_CPU,
+    # each worker that splits the seeds evaluates its own with at least one actor; data-parallel replicas
+    # evaluate on rank 0 only (training.train_loop)
+    actors = r.eval_actors if spec.train.data_parallel else max(r.eval_actors, r.workers)
+    return {"CPU": r.workers * r.cpus_per_worker + actors * r.cpus_per_eval_actor + TRAINABLE_CPU,
             "GPU": r.workers * r.gpus_per_worker}
 
 

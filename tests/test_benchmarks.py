@@ -73,3 +73,11 @@ def test_unknown_part_is_an_error(capsys):
     with pytest.raises(SystemExit):
         suite.main(["--parts", "trainig"])
     assert "unknown part" in capsys.readouterr().err
+
+
+def test_quick_data_parallel_rows(tmp_path):
+    """The DDP rows: 2 gloo replicas x B/2 against 1 process x B, and their weights agree to round-off."""
+    rows = suite.main(["--quick", "--parts", "parallel", "--out", str(tmp_path), "--threads", "1"])
+    table, _ = _check(tmp_path, rows, {"parallel"}, ("dp_cnn DDP 2 replicas x 16 rows", "dp_cnn DDP weights vs 1 process"))
+    diff = table.set_index("case").loc["dp_cnn DDP weights vs 1 process", "value"]
+    assert diff < 1e-5

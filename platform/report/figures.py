@@ -8,7 +8,8 @@ import pandas as pd
 
 from platform.report.document import Figure, slug
 from platform.report.papers import Reference, paper_reference
-from platform.report.stats import BOOT_SEED, Trial, fmt_param, fmt_params, is_numeric, stratified_bootstrap_ci
+from platform.report.stats import (BOOT_SEED, MIN_RUNS_BAND, Trial, fmt_param, fmt_params, is_numeric, score_profile,
+                                   stratified_bootstrap_ci)
 
 MAX_TRIAL_LINES = 8          # above this, per-trial curves are drawn thin and only the best is labelled
 
@@ -48,14 +49,16 @@ def curve_with_band(df: pd.DataFrame, trial_key: str) -> pd.DataFrame:
     rows = []
     for k, (step, g) in enumerate(ev.groupby("step", sort=True)):
         x = g["score"].to_numpy(dtype=np.float64)
-        lo, hi = stratified_bootstrap_ci([x], stat="mean", seed=BOOT_SEED + k) if x.size > 1 else (x[0], x[0])
+        # a band from one or two seeds would be a resample of themselves: none below MIN_RUNS_BAND
+        lo, hi = (stratified_bootstrap_ci([x], stat="mean", seed=BOOT_SEED + k) if x.size >= MIN_RUNS_BAND
+                  else (float("nan"), float("nan")))
         rows.append((step, float(x.mean()), lo, hi, x.size))
     return pd.DataFrame(rows, columns=["step", "mean", "lo", "hi", "n"])
 
 
 def _plot_curve(ax, curve: pd.DataFrame, label: str, color, lw: float = 1.8, band: bool = True) -> None:
     ax.plot(curve["step"], curve["mean"], marker="o", ms=3, lw=lw, color=color, label=label)
-    if band and (curve["n"] > 1).any():
+    if band and (curve["n"] >= MIN_RUNS_BAND).any():
         ax.fill_between(curve["step"], curve["lo"], curve["hi"], color=color, alpha=0.2, lw=0)
 
 
@@ -172,3 +175,24 @@ def fig_pareto(plots: Plots, title: str, points: list[tuple[Trial, float, float]
     return plots.save(fig, f"pareto-{slug(title)}",
                       f"{title}: {metrics[0]} against {metrics[1]} at each trial's last evaluation (mean over "
                       "seeds), one point per trial; red: the Pareto front")
+
+
+def fig_profiles(plots: Plots, tasks_by_algo: dict[str, dict[str, np.ndarray]]) -> Figure:
+    """rliable's performance profiles: per algorithm, the fraction of runs (tasks weighted equally) scoring above
+    each normalized score, with a 95% stratified-bootstrap band."""
+    fig, ax = plots.plt.subplots(figsize=(7, 4))
+    colors = plots.plt.get_cmap("tab10").colors
+    top = max(float(np.nanmax(x)) for tasks in tasks_by_algo.values() for x in tasks.values() if np.isfinite(x).any())
+    taus = np.linspace(0.0, max(100.0, top), 201)
+    for i, (algo, tasks) in enumerate(sorted(tasks_by_algo.items())):
+        frac, lo, hi = score_profile(list(tasks.values()), taus)
+        n = sum(x.size for x in tasks.values())
+        ax.step(taus, frac, where="post", color=colors[i % 10], lw=1.8, label=f"{algo} ({len(tasks)} tasks, {n} runs)")
+        ax.fill_between(taus, lo, hi, step="post", color=colors[i % 10], alpha=0.15, lw=0)
+    ax.set(xlabel="normalized score τ", ylabel="fraction of runs with score > τ", ylim=(-0.02, 1.02),
+           title="Performance profiles")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    return plots.save(fig, "performance-profiles",
+                      "Performance profiles (rliable's score distributions): fraction of runs above each score, "
+                      "tasks weighted equally, with 95% stratified-bootstrap bands; higher curves dominate")

@@ -17,6 +17,10 @@ from platform.spec import REPORT_PROTOCOLS  # the study files' report.protocol: 
 METRIC = "eval/normalized_score"
 REQUIRED = ("sweep", "trial_id", "algorithm", "dataset", "seed", "step")
 N_BOOT = 2000
+# Statistics over runs need runs: IQM trims int(n / 4) runs from each end, so below 5 runs it is the mean of at
+# most 3, and a bootstrap CI or band resamples a handful of values.  Fewer runs: the report shows mean +- std.
+MIN_RUNS_IQM = 5
+MIN_RUNS_BAND = 3
 BOOT_SEED = 0
 
 
@@ -65,6 +69,31 @@ def stratified_bootstrap_ci(tasks: Sequence[Sequence[float]], stat: str = "iqm",
     values = _iqm_rows(samples) if stat == "iqm" else samples.mean(axis=1)
     lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
+
+
+def score_profile(tasks: Sequence[Sequence[float]], taus: np.ndarray, reps: int = N_BOOT, seed: int = BOOT_SEED,
+                  alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rliable's performance profile (run-score distribution): for each threshold ``tau``, the fraction of runs
+    scoring above it, each task weighing the same (rliable's ``mean(scores > tau)`` over a runs x tasks array),
+    with a stratified-bootstrap percentile band (runs resampled within each task).
+
+    ``tasks``: one array of per-run scores per task; ``taus (T,)``.  Returns ``(fraction, lo, hi)``, each ``(T,)``.
+    """
+    arrays = [np.asarray(t, dtype=np.float64).ravel() for t in tasks]
+    arrays = [a[np.isfinite(a)] for a in arrays if np.isfinite(a).any()]
+    taus = np.asarray(taus, dtype=np.float64)
+    if not arrays:
+        nan = np.full(taus.shape, np.nan)
+        return nan, nan, nan
+    point = np.mean([(a[:, None] > taus[None, :]).mean(axis=0) for a in arrays], axis=0)
+    rng = np.random.default_rng(seed)
+    boot = np.zeros((reps, taus.size))
+    for a in arrays:  # (reps, n) resampled runs of this task -> (reps, T) fractions above each tau
+        sample = a[rng.integers(0, a.size, size=(reps, a.size))]
+        boot += (sample[:, :, None] > taus[None, None, :]).mean(axis=1)
+    boot /= len(arrays)
+    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return point, lo, hi
 
 
 def sample_std(x: np.ndarray) -> float:
