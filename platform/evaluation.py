@@ -27,7 +27,7 @@ from platform.checkpoint import to_cpu
 ROLLOUT_ACTOR_OPTIONS = dict(max_restarts=2, max_task_retries=2)  # a killed actor is restarted, its task retried
 
 
-def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
+def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_frames: int | None = None) -> list[dict]:
     """Roll out ``algo`` for ``len(seeds)`` episodes, ``len(env_fns)`` at a time, batched.
 
     ``algo.act``: ``(B, To, obs_dim) -> (B, Ta, act_dim)``; the first ``Ta`` actions are executed
@@ -35,6 +35,11 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
     draws are seeded per batch of episodes (``torch.manual_seed(first seed of the batch)``), so the result
     depends on ``seeds`` and ``len(env_fns)`` only, not on what the process ran before; the caller's torch
     RNG state is restored afterwards.
+
+    ``render_every > 0`` (the envs made with ``render_mode="rgb_array"``): each episode's record also holds
+    ``"frames"``, the env's ``render()`` after the reset and after every ``render_every``-th step of the episode
+    (its last step included), at most ``max_frames`` of them; the episode itself (actions, scores) is the same as
+    without rendering (platform/videos.py).
     """
     import gymnasium as gym
 
@@ -61,6 +66,15 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
             done = np.zeros(n_envs, dtype=bool)
             done[n:] = True
             act_s, act_calls = 0.0, 0
+            frames: list[list] = [[] for _ in range(n_envs)]
+
+            def record(live: np.ndarray, last: np.ndarray) -> None:
+                for i in np.flatnonzero(live[:n]):
+                    if (length[i] % render_every == 0 or last[i]) and len(frames[i]) < (max_frames or 1 << 30):
+                        frames[i].append(np.asarray(envs.envs[i].render()))
+
+            if render_every:
+                record(~done, done)
             while not done.all():
                 obs_seq = torch.as_tensor(np.stack(history, axis=1), dtype=torch.float32)  # (B, To, obs_dim)
                 tick = time.perf_counter()
@@ -76,6 +90,8 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
                     if "is_success" in info:
                         success[live] |= np.asarray(info["is_success"], dtype=bool)[live]
                     done |= term | trunc
+                    if render_every:  # the frame of the state this step reached (the terminal one too)
+                        record(live, done)
                     history.append(obs)
                     if done.all():
                         break
@@ -83,6 +99,8 @@ def run_episodes(algo, env_fns, seeds: list[int]) -> list[dict]:
                 out.append({"seed": int(chunk[i]), "return": float(ret[i]), "max_reward": float(best[i]),
                             "length": int(length[i]), "success": bool(success[i]),
                             "act_ms": 1000.0 * act_s / max(1, act_calls)})  # one act call for the batch of envs
+                if render_every:
+                    out[-1]["frames"] = frames[i]
     finally:
         envs.close()
         torch.set_rng_state(rng_state)

@@ -4,6 +4,7 @@
     python -m platform.sweep search_spaces/dql_eta.yaml --num-samples 4 --storage /shared/results
     python -m platform.sweep search_spaces/dql_eta.yaml --resume      # finish an interrupted sweep
     python -m platform.sweep search_spaces/dql_eta.yaml --dry-run     # validate and print the plan
+    python -m platform.sweep search_spaces/dp_pusht_cnn.yaml --videos  # + rollout GIFs of the best policies
     ray job submit -- python -m platform.sweep search_spaces/dql_eta.yaml   # on a cluster (see below)
 
 Exit codes: 0 the sweep ran (trials that failed are listed with their reasons in its last lines);
@@ -276,8 +277,11 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False, report: bool = True,
-              verbose: bool = False) -> str:
-    """Run (or resume) a study; return the path of its Parquet dataset."""
+              verbose: bool = False, videos: bool = False) -> str:
+    """Run (or resume) a study; return the path of its Parquet dataset.
+
+    ``videos``: before the report, the best policy of each (study, algorithm) rolls out a few test seeds with
+    rendering on, in Ray CPU tasks, into ``reports/<name>/videos/`` (``platform.videos``); the report embeds them."""
     from platform import results
 
     storage = os.path.abspath(storage or spec.storage or default_storage())
@@ -322,6 +326,14 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
             spec_json = os.path.join(os.path.dirname(path), "spec.json")
             if os.path.exists(spec_json):
                 shutil.copyfile(spec_json, os.path.join(out_dir, "spec.json"))
+            if videos:
+                try:
+                    from platform.videos import make_videos
+
+                    make_videos([os.path.dirname(path)], out_dir, use_ray=True,
+                                log=lambda m: print(m.replace("[videos]", "[sweep] videos:", 1), flush=True))
+                except Exception as e:  # a video problem must not cost the report
+                    print(f"[sweep] videos failed: {type(e).__name__}: {e}", flush=True)
             out = build_report([out_dir], out_dir)
             print(f"[sweep] report: {out}", flush=True)
         except Exception as e:  # the results are written; a report problem must not fail the sweep
@@ -411,6 +423,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep; finished trials are kept")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--videos", action="store_true",
+                   help="at the end, roll out each study's best policy on a few test seeds with rendering on (Ray CPU "
+                        "tasks) and embed the GIFs in the report (off by default: it costs a few rollouts)")
     p.add_argument("--verbose", action="store_true",
                    help="also show the workers' own output (Train's per-step lines, Ray's worker warnings)")
     args = p.parse_args(argv)
@@ -438,7 +453,10 @@ def main(argv=None) -> int:
     if not args.verbose:
         sys.stdout, sys.stderr = QuietStream(sys.stdout), QuietStream(sys.stderr)
     try:
-        run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose)
+        if args.videos and args.no_report:
+            print("[sweep] --videos goes into the report: skipped with --no-report", flush=True)
+        run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose,
+                  videos=args.videos)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

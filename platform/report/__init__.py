@@ -11,6 +11,7 @@ it is picked up).  Several results are compared in one report.  The report holds
   paper's published number (the paper's table, cited below) where the task matches;
 * learning curves (mean over seeds, 95% bootstrap band), sensitivity plots for every searched
   parameter, Optuna parameter importances and the best configuration per study;
+* rollout videos (GIFs) of each study's best policy, when made with ``--videos`` (see ``platform.videos``);
 * cost (trial wall time, reserved CPU/GPU hours, steps/s), failed trials and run metadata.
 
 Every number comes from the Parquet (the spec only adds what the Parquet cannot know, marked as
@@ -345,6 +346,44 @@ def _metadata_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs
             doc.p(f"No spec.json found beside the results of `{sweep}`.")
 
 
+def _videos_section(doc: Doc, out_dir: str, paths: list[str]) -> None:
+    """Rollout GIFs of each study's best policy, made once by ``--videos`` (platform/videos.py) and kept beside the
+    report in ``videos/``; a rebuild embeds what is there and renders nothing.  No videos: no section."""
+    from platform.report.document import Video
+    from platform.videos import adopt_videos, load_manifest
+
+    adopt_videos(paths, out_dir)
+    entries = load_manifest(out_dir)
+    if not entries:
+        return
+    doc.h(2, "Rollout videos")
+    shown = [e for e in entries if "file" in e]
+    first = min((e["env_seed"] for e in shown), default=None)
+    doc.p("The best configuration of each study (the trial named above), its best-scoring seed, from its checkpoint, "
+          "rolling out the first test environment seeds"
+          + (f" (from {first})" if first is not None else "") + " with rendering on"
+          + (f", one frame every {shown[0]['every']} control steps, played at the environment's real-time rate"
+             if shown else "") + ". Made once with `--videos` (`python -m platform.report RESULTS --videos`, "
+          "`python -m platform.sweep SPEC --videos`) and kept in `videos/`; rebuilding the report reuses them. "
+          "The episodes of a study are batched like one rollout actor's, so the policy's sampling noise, and an "
+          "episode's score, may differ from the evaluation's episode of the same seed.")
+    studies: dict[tuple, list[dict]] = {}
+    for e in entries:
+        studies.setdefault((e["sweep"], e["algorithm"], e["bench"]), []).append(e)
+    for (sweep, algo, bench), es in studies.items():
+        skipped = next((e["skipped"] for e in es if "skipped" in e), None)
+        head = f"`{sweep}`: {algo} on {bench}"
+        if skipped:
+            doc.p(f"{head}: {skipped}.")
+            continue
+        e0 = es[0]
+        doc.p(f"{head}: trial `{e0['trial_id']}`, seed {e0['seed']}, checkpoint of step {e0['step']} "
+              f"(`{e0['checkpoint']}`), rendered with {e0['renderer']}.")
+        doc.videos([Video(e["file"], f"{algo}, env seed {e['env_seed']}: {e['score_name']} {fnum(e['score'])}, "
+                                     f"{'success' if e['success'] else 'no success'}, {e['length']} steps")
+                    for e in es])
+
+
 def _shown_path(path: str) -> str:
     """A results file as the report names it: relative to the repository when inside it (no machine's paths)."""
     rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
@@ -388,6 +427,7 @@ def build_report(paths: list[str], out_dir: str, protocol: str | None = None) ->
 
     best_by_bench = _results_section(doc, by_bench, protocol)
 
+    _videos_section(doc, out_dir, [paths] if isinstance(paths, str) else list(paths))
     doc.h(2, "Learning curves")
     for bench, best in best_by_bench.items():
         if len(best) > 1:  # one algorithm alone: its per-trial figure below says it all
@@ -429,9 +469,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="score of a run: its last evaluation, its best, or the mean of its last "
                              f"{LAST_K} (default: the studies' report.protocol, else final); the papers' own "
                              "protocols are named next to their columns")
+    parser.add_argument("--videos", action="store_true",
+                        help="first film the best policy of each study from the checkpoints beside RESULTS "
+                             "(Push-T; MuJoCo where an off-screen GL backend works) into OUT/videos/, which the "
+                             "report embeds; without it the videos already in OUT are kept and embedded")
+    parser.add_argument("--video-episodes", type=int, default=3, metavar="N",
+                        help="with --videos: episodes (test env seeds from the study's train.eval_seed) per study "
+                             "(default 3)")
     args = parser.parse_args(argv)
     try:
         out = args.out or _default_out(args.results)
+        if args.videos:
+            from platform.videos import make_videos
+
+            make_videos(args.results, out, episodes=args.video_episodes, protocol=args.protocol,
+                        log=lambda m: print(m, file=sys.stderr))
         index = build_report(args.results, out, args.protocol)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -33,6 +33,12 @@ class Figure:
 
 
 @dataclass
+class Video:
+    file: str                # relative to the report directory: videos/<name>.gif
+    caption: str
+
+
+@dataclass
 class Doc:
     title: str
     blocks: list[tuple] = field(default_factory=list)
@@ -56,6 +62,11 @@ class Doc:
     def pre(self, text: str) -> None:
         self.blocks.append(("pre", text))
 
+    def videos(self, videos: list[Video]) -> None:
+        """A row of animated GIFs beside the report (linked, not embedded as data: they are made once)."""
+        if videos:
+            self.blocks.append(("videos", videos))
+
 
 def _inline_html(text: str) -> str:
     """Escape, then turn `code` spans into <code> (the only inline markup the report uses)."""
@@ -75,6 +86,8 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:to
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:13px;color:#555}
+.videos{display:flex;flex-wrap:wrap;gap:1em}.videos figure{margin:0;max-width:260px}
+.videos img{width:240px;image-rendering:auto}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12px}code{background:#f3f3f3;padding:0 .2em}
 nav ul{columns:2}
 """.strip()
@@ -113,6 +126,11 @@ def render_html(doc: Doc) -> str:
             body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(f.caption)}">'
                         f"<figcaption>{_inline_html(f.caption)} (also as <code>figures/{html.escape(f.name)}.svg"
                         f"</code>)</figcaption></figure>")
+        elif kind == "videos":
+            figs = "".join(f'<figure><a href="{html.escape(v.file)}"><img src="{html.escape(v.file)}" '
+                           f'alt="{html.escape(v.caption)}"></a><figcaption>{_inline_html(v.caption)}</figcaption>'
+                           f"</figure>" for v in b[1])
+            body.append(f'<div class="videos">{figs}</div>')
     nav = f'<nav><ul>{"".join(toc)}</ul></nav>' if toc else ""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -147,6 +165,10 @@ def render_markdown(doc: Doc) -> str:
         elif kind == "fig":
             f: Figure = b[1]
             out += [f"![{f.caption}](figures/{f.name}.png)", "", f"*{f.caption}* ([SVG](figures/{f.name}.svg))", ""]
+        elif kind == "videos":
+            for v in b[1]:
+                alt = v.caption.replace("[", "(").replace("]", ")").replace("`", "")
+                out += [f"[![{alt}]({v.file})]({v.file})", "", f"*{v.caption}*", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
