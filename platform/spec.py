@@ -80,6 +80,7 @@ class TrainSpec:
     log_every: int = 0             # 0 -> report train metrics only at evaluations
     vectorize_seeds: bool = False  # dql: a worker's seeds in one vmapped update (algorithms/vectorized.py)
     overlap_eval: bool = False     # evaluate step s's snapshot while training on; reported as step s later
+    data_parallel: bool = False    # diffusion_policy: every worker a DDP replica of each seed, batch_size split
 
 
 @dataclass
@@ -103,7 +104,7 @@ class SearchSpec:
 
 @dataclass
 class ResourcesSpec:
-    workers: int = 1               # Ray Train workers per trial; seeds are split across them (0: in-process)
+    workers: int = 1               # Ray Train workers per trial; seeds are split across them (data_parallel: replicas)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0   # fractional is fine: 0.25 puts 4 trials on one GPU
     eval_actors: int = 2           # CPU actors that roll out the policy in gymnasium vector envs
@@ -418,6 +419,16 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("train", "seeds"), "give at least one seed")
     if t.vectorize_seeds and spec.algorithm != "dql":
         c.fail(("train", "vectorize_seeds"), f"supported for dql only (algorithms/vectorized.py), not {spec.algorithm!r}")
+    if t.data_parallel:
+        if t.vectorize_seeds:
+            c.fail(("train", "data_parallel"), "cannot be combined with vectorize_seeds: choose one")
+        if r.workers > 1 and t.batch_size % r.workers:
+            c.fail(("train", "batch_size"), f"data_parallel splits the batch across the {r.workers} workers: "
+                                            f"{t.batch_size} is not a multiple of {r.workers}")
+        if spec.algorithm in algorithms.REGISTRY and not algorithms.REGISTRY[spec.algorithm][1].data_parallel:
+            able = [n for n in algorithms.names() if algorithms.REGISTRY[n][1].data_parallel]
+            c.fail(("train", "data_parallel"), f"{spec.algorithm} does not support it; algorithms that do: "
+                                               f"{', '.join(able)}")
     if len(set(t.seeds)) != len(t.seeds):
         c.fail(("train", "seeds"), f"seeds must be distinct, got {t.seeds}")
     if s.objectives:
@@ -444,7 +455,7 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         c.fail(("resources",), "resource amounts must be non-negative (cpus_per_eval_actor > 0)")
     if r.eval_actors < 1:
         c.fail(("resources", "eval_actors"), f"must be >= 1, got {r.eval_actors}")
-    if r.workers > len(t.seeds):
+    if r.workers > len(t.seeds) and not t.data_parallel:
         c.fail(("resources", "workers"), f"{r.workers} workers but only {len(t.seeds)} seeds: seeds are split across workers")
 
     if spec.algorithm not in algorithms.REGISTRY:
