@@ -3,6 +3,8 @@
     python -m benchmarks.suite                       # everything (minutes on 2 busy cores)
     python -m benchmarks.suite --parts training,sampling --out results/bench
     python -m benchmarks.suite --quick               # seconds: tiny networks, few steps (the test uses it)
+    python -m benchmarks.suite --parts training --device cuda --tf32 --bf16   # on a GPU: as a GPU trial trains,
+                                                     # and Diffusion Policy under bf16 autocast next to float32
 
 Parts (``--parts``, comma-separated; default all):
 
@@ -81,20 +83,28 @@ def row(part: str, case: str, value: float, unit: str, baseline: str = "", basel
             "unix_time": time.time(), "note": note}
 
 
-def interleaved_rate(fns: dict, calls: int, repeats: int, warmup: int) -> dict[str, float]:
+def interleaved_rate(fns: dict, calls: int, repeats: int, warmup: int, device=None) -> dict[str, float]:
     """Calls per second of each function: median over ``repeats`` timed runs of ``calls`` calls,
-    interleaved (run 1 of every function, then run 2, ...) so that load changes hit all alike."""
+    interleaved (run 1 of every function, then run 2, ...) so that load changes hit all alike.
+    On a CUDA ``device`` every timed run ends with a synchronize: the GPU's work is timed, not the launches."""
+    sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else (lambda: None)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
+            sync()
             rates[name].append(calls / (time.perf_counter() - t0))
     return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def on(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def transition_batch(batch_size: int, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, seed: int = 0) -> dict:
@@ -128,7 +138,7 @@ class EDPDirect:
             t1, t2 = a.critic_target(s2, a.sample(s2, a.ema_actor))
             target = r + c.gamma * (1 - done) * torch.min(t1, t2)
         q1, q2 = a.critic(s, act)
-        k = torch.randint(0, c.n_timesteps, (s.shape[0],))
+        k = torch.randint(0, c.n_timesteps, (s.shape[0],), device=s.device)
         eps = torch.randn_like(act)
         a_k = a.schedule.q_sample(act, k, eps)
         eps_pred = a.actor(a_k, k, s)
@@ -166,7 +176,7 @@ class DPDirect:
         a, c = self.a, self.a.cfg
         nobs, x0 = a.normalize_obs(batch["obs"]), a.normalize_action(batch["action"])
         noise = torch.randn_like(x0)
-        k = torch.randint(0, c.n_timesteps, (x0.shape[0],))
+        k = torch.randint(0, c.n_timesteps, (x0.shape[0],), device=x0.device)
         x_k = a.schedule.q_sample(x0, k, noise)
         loss = F.mse_loss(a._eps(a.model, x_k, k, nobs), noise)
         self.opt.zero_grad()
@@ -204,7 +214,8 @@ def bench_training(args) -> list[dict]:
     hidden = 32 if q else 256
     calls, repeats, warmup = (1, 1, 1) if q else (args.steps, args.repeats, 3)
     spec = EnvSpec(OBS_DIM, ACT_DIM)
-    batch = transition_batch(bs)
+    dev = torch.device(args.device)  # --device cuda: models and batches on the GPU, timed with synchronize
+    batch = on(transition_batch(bs), dev)
     rows = []
 
     def pair(case, make_ours, make_direct, batch, calls=calls, note=""):
@@ -212,13 +223,14 @@ def bench_training(args) -> list[dict]:
         ours = make_ours()
         torch.manual_seed(0)
         direct = make_direct()
-        r = interleaved_rate({"ours": lambda: ours(batch), "eager": lambda: direct(batch)}, calls, repeats, warmup)
+        r = interleaved_rate({"ours": lambda: ours(batch), "eager": lambda: direct(batch)}, calls, repeats, warmup,
+                             dev)
         rows.append(row("training", case, r["ours"], "steps/s", "eager", r["eager"],
-                        note=f"batch {bs}{', ' + note if note else ''}"))
+                        note=f"batch {bs}{', ' + note if note else ''}{', ' + dev.type if dev.type != 'cpu' else ''}"))
         print(f"[bench] training {case}: {r['ours']:.2f} steps/s vs eager {r['eager']:.2f}", flush=True)
 
     def dql(**kw):
-        return DiffusionQL(DQLConfig(n_timesteps=5, hidden_dim=hidden, **kw), spec)
+        return DiffusionQL(DQLConfig(n_timesteps=5, hidden_dim=hidden, **kw), spec, dev)
 
     # the eager baseline always gets two separate critic MLPs with nn.Mish (DirectStep swaps FastMish out)
     pair("dql K=5", lambda: dql().update, lambda: DirectStep(dql(fused_critic=False)), batch,
@@ -232,41 +244,54 @@ def bench_training(args) -> list[dict]:
 
     n_seeds = 2 if q else args.seeds
     cfg = DQLConfig(n_timesteps=5, hidden_dim=hidden)
-    vec = VectorizedDQL(cfg, spec, list(range(n_seeds)))
+    vec = VectorizedDQL(cfg, spec, list(range(n_seeds)), dev)
     singles = []
     for s in range(n_seeds):
         torch.manual_seed(s)
-        singles.append(DiffusionQL(cfg, spec))
-    stacked = stack_batches([transition_batch(bs, seed=s) for s in range(n_seeds)])
-    seed_batches = [transition_batch(bs, seed=s) for s in range(n_seeds)]
+        singles.append(DiffusionQL(cfg, spec, dev))
+    stacked = stack_batches([on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)])
+    seed_batches = [on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)]
 
     def sequential():
         for algo, b in zip(singles, seed_batches):
             algo.update(b)
 
     r = interleaved_rate({"vmap": lambda: vec.update(stacked), "seq": sequential}, max(1, calls // n_seeds),
-                         repeats, 1)
+                         repeats, 1, dev)
     rows.append(row("training", f"dql K=5, {n_seeds} seeds vmapped", r["vmap"] * n_seeds, "seed-steps/s",
                     f"{n_seeds} sequential runs", r["seq"] * n_seeds, note=f"batch {bs}, VectorizedDQL"))
     print(f"[bench] training dql {n_seeds} seeds: vmapped {r['vmap'] * n_seeds:.2f} seed-steps/s vs sequential "
           f"{r['seq'] * n_seeds:.2f}", flush=True)
     for K in (100, 1000):
         def edp(K=K):
-            return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec)
+            return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
 
         pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
 
     dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
                       act_max=(512.0,) * 2, act_low=(0.0,) * 2, act_high=(512.0,) * 2)
-    dp_batch = {"obs": torch.rand(bs, 2, 20) * 512, "action": torch.rand(bs, 16, 2) * 512}
+    dp_batch = on({"obs": torch.rand(bs, 2, 20) * 512, "action": torch.rand(bs, 16, 2) * 512}, dev)
     sizes = {"cnn": dict(down_dims=(16, 32), diffusion_step_embed_dim=16) if q else {},
              "transformer": dict(n_layer=1, n_head=2, n_emb=32) if q else {}}
     for backbone, size in sizes.items():
         def dp(backbone=backbone, size=size):
-            return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, **size), dp_spec)
+            return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, **size), dp_spec, dev)
 
         pair(f"dp_{backbone}", lambda: dp().update, lambda: DPDirect(dp()), dp_batch,
              calls=max(1, calls // 5), note="paper size" if not q else "tiny")
+        if args.bf16:  # the same step under bf16 autocast (config bf16_autocast), next to float32
+            def dp_bf16(backbone=backbone, size=size):
+                return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, bf16_autocast=True, **size), dp_spec,
+                                       dev)
+
+            torch.manual_seed(0)
+            fast, plain = dp_bf16().update, dp().update
+            r = interleaved_rate({"bf16": lambda: fast(dp_batch), "fp32": lambda: plain(dp_batch)},
+                                 max(1, calls // 5), repeats, warmup, dev)
+            rows.append(row("training", f"dp_{backbone} bf16 autocast", r["bf16"], "steps/s", "float32", r["fp32"],
+                            note=f"batch {bs}, {dev.type}{', tf32' if torch.backends.cuda.matmul.allow_tf32 else ''}"))
+            print(f"[bench] training dp_{backbone} bf16: {r['bf16']:.2f} steps/s vs float32 {r['fp32']:.2f}",
+                  flush=True)
     return rows
 
 
@@ -587,6 +612,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     p.add_argument("--batch-size", type=int, default=256, help="training batch (papers: 256)")
     p.add_argument("--seeds", type=int, default=8, help="seeds of the vectorized DQL measurement (default 8)")
+    p.add_argument("--device", default="cpu", help="training part's device (cpu | cuda; default cpu)")
+    p.add_argument("--bf16", action="store_true", help="training part: Diffusion Policy with bf16 autocast too")
+    p.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and cuDNN benchmark, as a GPU trial")
     args = p.parse_args(argv)
     parts = [x for x in args.parts.split(",") if x]
     bad = [x for x in parts if x not in PARTS]
@@ -594,6 +622,10 @@ def main(argv=None) -> list[dict]:
         p.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.tf32:
+        from platform.gpu import configure_math
+
+        configure_math(args.device)  # what a GPU trial's worker sets (a no-op on the CPU)
     rows: list[dict] = []
     for part in parts:
         rows += globals()[f"bench_{part}"](args)

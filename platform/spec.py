@@ -80,6 +80,8 @@ class TrainSpec:
     log_every: int = 0             # 0 -> report train metrics only at evaluations
     vectorize_seeds: bool = False  # dql: a worker's seeds in one vmapped update (algorithms/vectorized.py)
     overlap_eval: bool = False     # evaluate step s's snapshot while training on; reported as step s later
+    tf32: bool = True              # CUDA only: TF32 matmuls/convolutions (platform/gpu.py); false: IEEE float32
+    cudnn_benchmark: bool = True   # CUDA only: cuDNN picks the fastest convolution for the run's fixed shapes
     data_parallel: bool = False    # diffusion_policy: every worker a DDP replica of each seed, batch_size split
 
 

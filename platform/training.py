@@ -24,6 +24,7 @@ import torch
 import algorithms
 from platform import history
 from platform import checkpoint as checkpoint_io
+from platform import gpu
 from platform.search import evaluations_until
 from platform.spec import SweepSpec
 
@@ -39,12 +40,8 @@ class TransitionSampler:
     """
 
     def __init__(self, data, device: torch.device):
-        def t(x):
-            return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-
-        self.arrays = {"observations": t(data.observations), "actions": t(data.actions),
-                       "rewards": t(data.rewards), "next_observations": t(data.next_observations),
-                       "terminals": t(data.terminals)}
+        self.arrays = {k: on_device(data, k, device)
+                       for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
         self.n = len(data.observations)
         self.device = device
         self.generator = torch.Generator(device=device)
@@ -60,7 +57,10 @@ class TransitionSampler:
 class WindowSampler:
     """(To, Tp) windows cut from episodes, for sequence policies such as Diffusion Policy.
 
-    Returns ``obs (B, To, obs_dim)`` and ``action (B, Tp, act_dim)`` on the training device.
+    Returns ``obs (B, To, obs_dim)`` and ``action (B, Tp, act_dim)`` on the training device.  The per-step
+    arrays go to the device once; a batch is one gather there.  The window indices still come from the
+    numpy stream seeded by ``(seed, step)`` (the same windows as before, so resumed runs continue the same
+    batches); only those ``B`` integers cross to the device per step, not ``B x (To + Tp)`` rows.
     """
 
     def __init__(self, data, algo, device: torch.device):
@@ -68,8 +68,8 @@ class WindowSampler:
 
         self.sampler = SequenceSampler(np.asarray(data.episode_ends), algo.obs_horizon, algo.pred_horizon,
                                        algo.action_horizon, pad_before=algo.window_pad_before)
-        self.observations = np.asarray(data.observations, dtype=np.float32)
-        self.actions = np.asarray(data.actions, dtype=np.float32)
+        self.observations = on_device(data, "observations", device)
+        self.actions = on_device(data, "actions", device)
         self.device = device
         self.rng = np.random.default_rng(0)
 
@@ -77,11 +77,19 @@ class WindowSampler:
         self.rng = np.random.default_rng([seed, step])
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        idx = self.sampler.sample(batch_size, self.rng)
-        batch = self.sampler.get(idx, self.observations, self.actions)
-        pin = self.device.type == "cuda"
-        return {k: (torch.from_numpy(np.ascontiguousarray(v)).pin_memory() if pin else torch.from_numpy(v))
-                .to(self.device, non_blocking=True) for k, v in batch.items()}
+        idx = torch.from_numpy(self.sampler.sample(batch_size, self.rng))
+        if self.device.type == "cuda":  # pinned, so the copy is queued without waiting for the GPU
+            idx = idx.pin_memory().to(self.device, non_blocking=True)
+        return self.sampler.get(idx, self.observations, self.actions)
+
+
+def on_device(data, key: str, device: torch.device) -> torch.Tensor:
+    """``data.<key>`` as a float32 tensor on ``device``, made once per dataset and device: the seeds of a
+    worker share it instead of each holding its own copy on the GPU (samplers only read it)."""
+    cache = data.__dict__.setdefault("_device_arrays", {})
+    if (key, device) not in cache:
+        cache[(key, device)] = torch.as_tensor(np.asarray(getattr(data, key), dtype=np.float32), device=device)
+    return cache[(key, device)]
 
 
 def make_sampler(data, algo, device: torch.device):
@@ -120,14 +128,23 @@ def means(sums: dict, count: int, seed: int, step: int) -> dict[str, float]:
 
 
 class SeedRun:
-    """One model (one seed) of a trial: the algorithm, its own batch sampler and metric sums."""
+    """One model (one seed) of a trial: the algorithm, its own batch sampler and metric sums.
 
-    def __init__(self, seed: int, spec: SweepSpec, config, env_spec, data, device):
+    ``shard=(rank, world, wrap)`` (``train.data_parallel``): this worker is one of ``world`` replicas of the
+    model; every replica samples the same global batch (same seed, same stream) and trains on its rows.
+    """
+
+    def __init__(self, seed: int, spec: SweepSpec, config, env_spec, data, device, shard=None):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         self.seed, self.device = seed, device
         self.algo = algorithms.build(spec.algorithm, config, env_spec, device)
         self.algo.fit_dataset(data)  # dataset statistics beyond EnvSpec (e.g. TD3+BC's state mean/std)
+        self.rows = None
+        if shard is not None:
+            rank, world, wrap = shard
+            self.algo.distribute(wrap, rank, world)
+            self.rows = (rank, world)
         # Each seed keeps its own torch RNG stream: seeds stepped in turn in one worker would otherwise draw
         # from one shared stream, and seed s's run would depend on which other seeds share its trial.
         self.rng = torch.get_rng_state()
@@ -138,8 +155,13 @@ class SeedRun:
         self.count = 0
 
     def step(self, batch_size: int, step: int) -> None:
+        batch = self.sampler.sample(batch_size)
+        if self.rows is not None:  # this replica's rows of the global batch
+            rank, world = self.rows
+            n = batch_size // world
+            batch = {k: v[rank * n:(rank + 1) * n] for k, v in batch.items()}
         with self.own_rng():
-            metrics = self.algo.update(self.sampler.sample(batch_size))
+            metrics = self.algo.update(batch)
         accumulate(self.sums, metrics)
         self.count += 1
 
@@ -170,8 +192,8 @@ class SeedRun:
 class SeedRuns:
     """The seeds one worker trains, one ``SeedRun`` each, stepped in turn (the default)."""
 
-    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device):
-        self.runs = [SeedRun(s, spec, config, env_spec, data, device) for s in seeds]
+    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device, shard=None):
+        self.runs = [SeedRun(s, spec, config, env_spec, data, device, shard) for s in seeds]
 
     def step(self, batch_size: int, step: int) -> None:
         for run in self.runs:
@@ -207,7 +229,7 @@ class VectorizedSeedRuns:
     update for all seeds).  Seed s follows the same random streams as ``SeedRun(s)``: the same initial weights
     (built after ``torch.manual_seed(s)``), the torch stream from there on, the same batch sampler."""
 
-    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device):
+    def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device, shard=None):
         from algorithms.vectorized import VectorizedDQL, stack_batches
 
         if spec.algorithm != "dql":
@@ -265,6 +287,7 @@ def train_loop(loop_config: dict) -> None:
     """Ray Train entry point: ``loop_config = {"spec": SweepSpec dict, "params": searched params}``."""
     loop_start_unix, first_step_unix = time.time(), None  # start-up overhead (benchmarks/suite.py reads them)
     import ray.train
+    import ray.train.torch
 
     from platform.datasets import load_dataset
     from platform.evaluation import EvalPool
@@ -273,7 +296,10 @@ def train_loop(loop_config: dict) -> None:
     spec, params = SweepSpec.from_dict(loop_config["spec"]).for_trial(loop_config.get("params") or {})
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    seeds = spec.train.seeds[rank::world]
+    # train.data_parallel: every worker holds a replica of every seed's model (DDP; rank 0 evaluates and
+    # checkpoints); otherwise the seeds are split across the workers
+    replicas = spec.train.data_parallel and world > 1
+    seeds = list(spec.train.seeds) if replicas else spec.train.seeds[rank::world]
     r = spec.resources
     if r.gpus_per_worker > 0 and not torch.cuda.is_available():
         # never hold a GPU and train on the CPU without a word
@@ -283,6 +309,10 @@ def train_loop(loop_config: dict) -> None:
     device = ray.train.torch.get_device() if r.gpus_per_worker > 0 else torch.device("cpu")
     torch.set_num_threads(max(1, int(r.cpus_per_worker)))
     torch.set_flush_denormal(True)  # denormals make CPU matmuls several times slower late in training
+    # CUDA only (no-ops on the CPU): TF32 and cuDNN's autotuner (train.tf32, train.cudnn_benchmark), and this
+    # trial's share of a GPU it shares with others as its memory cap (platform/gpu.py)
+    gpu.configure_math(device, spec.train.tf32, spec.train.cudnn_benchmark)
+    gpu.cap_memory(device, r.gpus_per_worker)
 
     data = load_dataset(spec.dataset)
     env_spec = data.env_spec()
@@ -291,8 +321,9 @@ def train_loop(loop_config: dict) -> None:
         config_params["max_steps"] = spec.train.steps  # lr schedules span this trial's budget, not the paper's
     config = algorithms.build_config(spec.algorithm, config_params)
     config_dict = _config_dict(config)
+    shard = (rank, world, lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if replicas else None
     runs = (VectorizedSeedRuns if spec.train.vectorize_seeds else SeedRuns)(seeds, spec, config, env_spec, data,
-                                                                             device)
+                                                                             device, shard)
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -302,12 +333,13 @@ def train_loop(loop_config: dict) -> None:
 
     t = spec.train
     env_id = _resolve_eval_env(spec, data)
-    pool = EvalPool(env_id, spec.algorithm, config_dict, env_spec.to_dict(),
-                    n_actors=max(1, r.eval_actors // world),
-                    envs_per_actor=r.envs_per_actor or math.ceil(t.eval_episodes / max(1, r.eval_actors // world)),
+    evaluates = rank == 0 or not replicas  # replicas hold the same weights: rank 0 evaluates them
+    actors = r.eval_actors if replicas else max(1, r.eval_actors // world)
+    pool = EvalPool(env_id, spec.algorithm, config_dict, env_spec.to_dict(), n_actors=actors,
+                    envs_per_actor=r.envs_per_actor or math.ceil(t.eval_episodes / actors),
                     num_cpus=r.cpus_per_eval_actor, resources=r.eval_resources,
-                    ref_min=data.ref_min_score, ref_max=data.ref_max_score)
-    eval_nodes = ",".join(sorted(set(pool.node_ids())))
+                    ref_min=data.ref_min_score, ref_max=data.ref_max_score) if evaluates else None
+    eval_nodes = ",".join(sorted(set(pool.node_ids()))) if pool is not None else ""
     train_node = ray.get_runtime_context().get_node_id()
     report_every = t.eval_every
     ckpt_every = t.checkpoint_every or t.eval_every
@@ -319,7 +351,7 @@ def train_loop(loop_config: dict) -> None:
     def publish(step: int, per_seed: dict, is_eval: bool, sps: float, elapsed: float, eval_s: float,
                 ckpt_dir: str | None) -> None:
         """Report one point (all workers together: the gather and Train's report are collectives)."""
-        per_seed = _gather(per_seed, world)
+        per_seed = per_seed if replicas else _gather(per_seed, world)  # replicas: rank 0's numbers
         metrics = history.flatten(per_seed)
         if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
             metrics["eval/count"] = evaluations_until(step, report_every)
@@ -381,7 +413,10 @@ def train_loop(loop_config: dict) -> None:
             if not is_eval:
                 publish(step, per_seed, False, sps, elapsed, 0.0, None)
                 continue
-            ckpt = save_checkpoint(step) if (step % ckpt_every == 0 or step == t.steps) else None
+            ckpt = (save_checkpoint(step) if (step % ckpt_every == 0 or step == t.steps) and evaluates else None)
+            if not evaluates:  # a data-parallel replica other than rank 0: report along, nothing to evaluate
+                publish(step, per_seed, True, sps, elapsed, 0.0, None)
+                continue
             tick = time.perf_counter()
             job = pool.submit(runs.policy_states(), t.eval_episodes, t.eval_seed)  # a snapshot: copied now
             if t.overlap_eval and step < t.steps:
@@ -391,7 +426,8 @@ def train_loop(loop_config: dict) -> None:
                 per_seed[seed].update(m)
             publish(step, per_seed, True, sps, elapsed, time.perf_counter() - tick, ckpt)
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
 
 
 def _config_dict(config) -> dict:

@@ -212,6 +212,31 @@ def test_bootstrap_ci_contains_point_and_is_deterministic():
     assert report.stratified_bootstrap_ci([[5.0]]) == (5.0, 5.0)
 
 
+def test_performance_profile_hand_computed():
+    """rliable's score distribution: fraction of runs above tau, each task weighing the same."""
+    a, b = np.array([10.0, 20.0, 30.0, 40.0]), np.array([50.0, 60.0])
+    taus = np.array([0.0, 15.0, 35.0, 55.0, 100.0])
+    frac, lo, hi = report.score_profile([a, b], taus)
+    # task a: 4/4, 3/4, 1/4, 0, 0; task b: 2/2, 2/2, 2/2, 1/2, 0
+    np.testing.assert_allclose(frac, [1.0, (0.75 + 1) / 2, (0.25 + 1) / 2, (0 + 0.5) / 2, 0.0])
+    assert np.all(lo <= frac + 1e-12) and np.all(frac <= hi + 1e-12)
+    assert lo[0] == hi[0] == 1.0 and lo[-1] == hi[-1] == 0.0  # every resample is above 0 and below 100
+    assert lo[2] < hi[2]
+    # equal runs per task: the same as rliable's mean(scores > tau) over the runs x tasks array
+    c = np.array([5.0, 45.0, 65.0, 70.0])
+    scores = np.stack([a, c], axis=1)
+    np.testing.assert_allclose(report.score_profile([a, c], taus)[0], [(scores > t).mean() for t in taus])
+
+
+def test_statistics_need_enough_runs(tmp_path):
+    """IQM and its CI from 5 runs on; with fewer the cell says so (not a 1-run "CI" of 80.4 [80.4, 80.4])."""
+    from platform.report.document import fiqm
+
+    assert fiqm([np.array([80.4])]) == "— (1 run; needs ≥ 5)"
+    assert fiqm([np.array([1.0, 2.0]), np.array([3.0, 4.0])]) == "— (4 runs; needs ≥ 5)"
+    assert re.match(r"^3\.0 \[[\d.]+, [\d.]+\]$", fiqm([np.array([1.0, 2.0, 3.0, 4.0, 5.0])]))
+
+
 # ----------------------------------------------------------------------------- (a) tables
 
 
@@ -240,7 +265,7 @@ def test_results_table_values(built):
         assert f"eta={ETAS[i]:.3g}" in cell(t, best_row, "configuration")
         b = finals[i]
         assert cell(t, best_row, "mean ± std") == f"{b.mean():.1f} ± {b.std(ddof=1):.1f}"
-        assert cell(t, best_row, "IQM [95% CI]").startswith(f"{hand_iqm(b):.1f} [")
+        assert cell(t, best_row, "IQM [95% CI]") == "— (3 runs; needs ≥ 5)"  # 3 seeds: no IQM, no CI
         a = finals.ravel()
         assert cell(t, all_row, "runs") == "9" and cell(t, all_row, "final step") == "4000"
         assert cell(t, all_row, "mean ± std") == f"{a.mean():.1f} ± {a.std(ddof=1):.1f}"
@@ -319,9 +344,12 @@ def test_comparison_of_two_sweeps_generated_data_and_failures(results_dir, tmp_p
     assert cell(t, best, "paper") == "n/a (generated data)" and cell(t, best, "Δ vs paper") == ""
     agg = table(c, "Aggregate over benchmarks")
     dql = next(r for r in agg["rows"] if r[0] == "dql")
-    runs = np.concatenate([FINAL["dql"][1], [40.0]])   # best config per benchmark, pooled
+    # best config per benchmark, pooled: 3 + 1 runs
     assert cell(agg, dql, "benchmarks") == "2" and cell(agg, dql, "runs") == "4"
-    assert cell(agg, dql, "IQM [95% CI]").startswith(f"{hand_iqm(runs):.1f} [")
+    assert cell(agg, dql, "IQM [95% CI]") == "— (4 runs; needs ≥ 5)"
+    # two benchmarks: the performance profiles of the best configurations
+    assert os.path.isfile(tmp_path / "cmp" / "figures" / "performance-profiles.png")
+    assert "Performance profiles" in open(index).read()
     assert table(c, "Best configuration of gen: dql")["rows"] == [["eta", "8", "yes"], ["schedule", "vp", "yes"]]
     failed = table(c, "2 of 12 trials failed")
     assert ["dead", "d0", "bc", "0", "ValueError: boom"] in failed["rows"]

@@ -46,7 +46,7 @@ def test_startup_trials_and_paper_point(tmp_path):
     assert paper_point(edp) == {"n_timesteps": 1000, "sampler_steps": 15}
     narrow = tmp_path / "narrow.yaml"
     narrow.write_text(open("search_spaces/quickstart.yaml").read().replace("[0.1, 10.0]", "[2.0, 10.0]")
-                      .replace("num_samples: 4", "num_samples: 4\n  n_startup_trials: 0"))
+                      .replace("num_samples: 3", "num_samples: 3\n  n_startup_trials: 0"))
     spec = load_spec(str(narrow))
     assert paper_point(spec) is None and startup_trials(spec) == 0  # the paper's eta = 1.0 is outside [2, 10]
 

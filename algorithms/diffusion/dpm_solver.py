@@ -36,42 +36,75 @@ def solver_timesteps(alphas_cumprod: torch.Tensor, n_steps: int) -> torch.Tensor
     return (lam[None, :] - targets[:, None]).abs().argmin(dim=1).unique_consecutive()
 
 
+def host_alphas_cumprod(schedule) -> torch.Tensor:
+    """The schedule's ``alphas_cumprod`` as a CPU float64 tensor, bit-equal to its float32 buffer.
+
+    Read from ``schedule.host`` (Python floats, rounded through float32 as the buffer is), never from the
+    buffer: on a GPU that read would sync with the host.
+    """
+    return torch.tensor(schedule.host["alphas_cumprod"], dtype=torch.float64).float().double()
+
+
+def dpm_solver_plan(schedule, n_steps: int) -> dict:
+    """DPM-Solver++(2M)'s constants for ``(schedule, n_steps)``, as Python floats: made once, cached on the
+    schedule (it depends on K and the schedule's kind alone), so a sampling call never syncs with a device.
+
+    The constants are computed with the same float64 -> float32 torch operations the solver used to run on
+    the device at every call, on the CPU, so the samples are the same (bit for bit on the CPU).
+    """
+    cache = schedule.__dict__.setdefault("_dpm_pp_plans", {})
+    if n_steps in cache:
+        return cache[n_steps]
+    abar = host_alphas_cumprod(schedule)
+    ts = solver_timesteps(abar, n_steps).tolist()
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    lam = torch.log(alpha) - torch.log(sigma)
+    f32 = lambda v: float(v.float())  # noqa: E731  the float32 scalar the device op used
+    plan = {"ts": ts, "x0": {t: (f32(sigma[t]), f32(alpha[t])) for t in ts}, "steps": []}
+    h_prev = None
+    for i in range(len(ts) - 1):
+        s, t = ts[i], ts[i + 1]
+        h = (lam[t] - lam[s]).float()
+        if h_prev is None:
+            c_new, c_prev = None, None  # first step: d = x0
+        else:
+            r = h_prev / h
+            c_new, c_prev = float(1 + 1 / (2 * r)), float(1 / (2 * r))
+        plan["steps"].append({"s": s, "t": t, "c_new": c_new, "c_prev": c_prev,
+                              "x": f32(sigma[t] / sigma[s]), "d": float(alpha[t].float() * torch.expm1(-h))})
+        h_prev = h
+    cache[n_steps] = plan
+    return plan
+
+
 def dpm_solver_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, clip=None, generator=None,
                       device=None, x_T: torch.Tensor | None = None) -> torch.Tensor:
     """Sample ``shape`` with DPM-Solver++(2M), no gradients.
 
     ``denoise_fn(x_k: (B, ...), k: (B,) long) -> eps``; ``schedule`` is a ``DiffusionSchedule``
-    (only its ``alphas_cumprod`` is used); ``clip`` is None, a float bound or a ``(low, high)`` pair
-    applied to every x0 prediction.  Returns the final x0 prediction, shape ``shape``.
+    (only its ``alphas_cumprod`` is used, through ``dpm_solver_plan``: host floats, no device sync);
+    ``clip`` is None, a float bound or a ``(low, high)`` pair applied to every x0 prediction.
+    Returns the final x0 prediction, shape ``shape``.
     """
     device = device or schedule.alphas_cumprod.device
-    abar = schedule.alphas_cumprod.to(device=device, dtype=torch.float64)
-    ts = solver_timesteps(abar, n_steps).tolist()
-    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
-    lam = torch.log(alpha) - torch.log(sigma)
+    plan = dpm_solver_plan(schedule, n_steps)
     with torch.no_grad():
         x = torch.randn(shape, device=device, generator=generator) if x_T is None else x_T
         batch = shape[0]
-        x0_prev, h_prev = None, None
 
         def x0_of(x, t):
-            k = torch.full((batch,), int(t), device=device, dtype=torch.long)
+            k = torch.full((batch,), t, device=device, dtype=torch.long)
             eps = denoise_fn(x, k)
-            x0 = (x - sigma[t].float() * eps) / alpha[t].float()
-            return _clip(x0, clip)
+            sigma_t, alpha_t = plan["x0"][t]
+            return _clip((x - sigma_t * eps) / alpha_t, clip)
 
-        for i in range(len(ts) - 1):
-            s, t = ts[i], ts[i + 1]
-            x0 = x0_of(x, s)
-            h = (lam[t] - lam[s]).float()
-            if x0_prev is None or h_prev is None:
-                d = x0
-            else:
-                r = h_prev / h
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            x = (sigma[t] / sigma[s]).float() * x - alpha[t].float() * torch.expm1(-h) * d
-            x0_prev, h_prev = x0, h
-        return x0_of(x, ts[-1])
+        x0_prev = None
+        for st in plan["steps"]:
+            x0 = x0_of(x, st["s"])
+            d = x0 if st["c_new"] is None else st["c_new"] * x0 - st["c_prev"] * x0_prev
+            x = st["x"] * x - st["d"] * d
+            x0_prev = x0
+        return x0_of(x, plan["ts"][-1])
 
 
 def _clip(x, clip):
@@ -165,7 +198,8 @@ def dpm_solver_eps_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, ord
     key = (n_steps, order, t_end)
     cache = schedule.__dict__.setdefault("_dpm_eps_plans", {})
     if key not in cache:
-        cache[key] = dpm_solver_eps_plan(schedule.alphas_cumprod, n_steps, order, t_end)
+        # from the host copy of the schedule (the same float32 values): the device buffer's read would sync
+        cache[key] = dpm_solver_eps_plan(host_alphas_cumprod(schedule), n_steps, order, t_end)
     plan, h_tab = cache[key], schedule.host
     if clip is not None and not isinstance(clip, (int, float)):
         low, high = (torch.as_tensor(b, dtype=torch.float32, device=device) for b in clip)

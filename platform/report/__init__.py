@@ -36,12 +36,14 @@ import pandas as pd
 
 from platform.report.document import (Doc, Table, fduration, fiqm, fmean_std, fnum, fsigned, render_html,
                                       render_markdown)
-from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_sensitivity, fig_trials
+from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_profiles, fig_sensitivity, fig_trials
 from platform.report.papers import paper_budget, paper_reference
-from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, N_BOOT, PROTOCOLS, ReportError, Trial, _normalize,
+from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, MIN_RUNS_BAND, MIN_RUNS_IQM, N_BOOT, PROTOCOLS,
+                                   ReportError, Trial, _normalize,
                                    best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm, load_results,
                                    pareto_front, spec_for_display,
-                                   param_importances, parquet_path, stratified_bootstrap_ci, trials, varying_params)
+                                   param_importances, parquet_path, score_profile, stratified_bootstrap_ci, trials,
+                                   varying_params)
 
 import platform as _pyplatform  # the project's package; re-exports the stdlib module's names (shim)
 
@@ -126,7 +128,9 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
     doc.p(f"Score = `eval/normalized_score` (0..100), protocol `{protocol}`: {PROTOCOLS[protocol].format(k=LAST_K)}. "
           "The papers' columns say which protocol each paper used. A run is one seed of one "
           "trial. mean ± sample std (ddof=1) over runs; IQM = interquartile mean over runs (rliable convention, "
-          f"trim 25% each end) with a 95% percentile bootstrap CI ({N_BOOT} resamples, seed {BOOT_SEED}). "
+          f"trim 25% each end) with a 95% percentile bootstrap CI ({N_BOOT} resamples, seed {BOOT_SEED}), shown "
+          f"from {MIN_RUNS_IQM} runs on (e.g. {MIN_RUNS_IQM} seeds); curves get bootstrap bands from "
+          f"{MIN_RUNS_BAND} seeds on. "
           "\"best config\" is the trial with the highest mean final score among those that ran the full budget; "
           "it is selected on the same seeds it is scored on, so its numbers are optimistic. "
           "Δ = mean − paper.")
@@ -426,6 +430,14 @@ def build_report(paths: list[str], out_dir: str, protocol: str | None = None) ->
         doc.p("No run reached an evaluation: there are no scores to report.")
 
     best_by_bench = _results_section(doc, by_bench, protocol)
+    if len(best_by_bench) > 1:  # several tasks: the whole distribution of runs, not only their IQM
+        tasks_by_algo: dict[str, dict[str, np.ndarray]] = {}
+        for bench, best in best_by_bench.items():
+            for algo, t in best.items():
+                if t.scores.size:
+                    tasks_by_algo.setdefault(algo, {})[bench] = t.scores
+        if tasks_by_algo:
+            doc.fig(fig_profiles(plots, tasks_by_algo))
 
     _videos_section(doc, out_dir, [paths] if isinstance(paths, str) else list(paths))
     doc.h(2, "Learning curves")
@@ -493,6 +505,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the report's public names (tests and the sweep use them through ``platform.report``)
-__all__ = ["build_report", "main", "ReportError", "METRIC", "PROTOCOLS", "LAST_K", "iqm", "stratified_bootstrap_ci",
+__all__ = ["build_report", "main", "ReportError", "METRIC", "PROTOCOLS", "LAST_K", "iqm", "stratified_bootstrap_ci", "score_profile",
            "final_scores", "trials", "best_trial", "varying_params", "load_results", "paper_reference",
            "paper_budget", "_normalize"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from platform.report.stats import iqm, sample_std, stratified_bootstrap_ci
+from platform.report.stats import MIN_RUNS_IQM, iqm, sample_std, stratified_bootstrap_ci
 
 MINUS = "\u2212"             # typographic minus for signed differences ("\u221212.3")
 
@@ -195,6 +195,8 @@ def fiqm(tasks: list[np.ndarray]) -> str:
     allx = np.concatenate(tasks) if tasks else np.array([])
     if not allx.size:
         return "—"
+    if allx.size < MIN_RUNS_IQM:  # a "CI" of one or two runs says nothing: say what it would need
+        return f"— ({allx.size} run{'s' * (allx.size != 1)}; needs ≥ {MIN_RUNS_IQM})"
     lo, hi = stratified_bootstrap_ci(tasks)
     return f"{fnum(iqm(allx))} [{fnum(lo)}, {fnum(hi)}]"
 
