@@ -312,6 +312,12 @@ def test_generated_and_pusht_references():
     assert report.paper_reference("dql", "d4rl:walker2d-medium-expert-v2").value == 110.1
     assert report.paper_reference("dql", "d4rl:hopper-medium-v0").value is None   # other data than the paper's
     assert report.paper_reference("edp", "d4rl:hopper-medium-v2").value is None
+    # the IQL paper's baselines (REFERENCE.md), and a generated locomotion dataset shows D4RL's number, said so
+    assert [report.paper_reference(a, "d4rl:hopper-medium-v2").value for a in ("bc", "td3bc", "iql")] == [52.9, 59.3, 66.3]
+    gen = report.paper_reference("bc", "generated:walker2d-medium")
+    assert gen.value == 75.3 and "not this generated data" in gen.label
+    assert report.paper_reference("dql", "generated:hopper-medium").value == 90.5
+    assert report.paper_reference("edp", "generated:hopper-medium").label == "n/a (generated data)"
     assert report.paper_reference("diffusion_policy", "pusht:datasets/pusht/x.zarr").value == 91.0
     assert report.paper_reference("diffusion_policy", "pusht:x.zarr", backbone="transformer").value == 79.0
     # the paper budget is the algorithm's own: Diffusion Policy's step count is not shown next to IBC
