@@ -62,10 +62,19 @@ def test_shapes_bounds_and_metrics():
     metrics = algo.update(batch)
     assert set(metrics) == {"train/loss", "train/infonce_accuracy", "train/lr"} and algo.step == 1
     assert np.isfinite(metrics["train/loss"]) and metrics["train/lr"] == 1e-3
-    actions = algo.act(torch.rand(B, To, OBS_DIM) * 512)
+    torch.manual_seed(0)
+    obs = torch.rand(B, To, OBS_DIM) * 512
+    actions = algo.act(obs)
     assert actions.shape == (B, Ta, ACT_DIM)
-    # DFO candidates stay in the dataset's action range (env units)
-    assert torch.all(actions >= torch.tensor([12.0, 25.0]) - 1e-3) and torch.all(actions <= 511.0 + 1e-3)
+    # The paper's DFO resamples with unclipped noise (0.03 of the half-range, 4 times): candidates may leave the
+    # dataset's action range by a few sigma, never by much; with dfo_clip (google-research's) they stay inside.
+    lo, hi = torch.tensor([12.0, 25.0]), torch.tensor([511.0, 511.0])
+    slack = 6 * 0.03 * 2 * (hi - lo) / 2   # 6 sigma of the summed noise of 4 resamplings, env units
+    assert torch.all(actions >= lo - slack) and torch.all(actions <= hi + slack)
+    clipped = IBC(IBCConfig(obs_horizon=To, pred_horizon=Tp, action_horizon=Ta, dfo_clip=True, **TINY), _spec())
+    for _ in range(5):
+        a = clipped.act(obs)
+        assert torch.all(a >= lo - 1e-3) and torch.all(a <= hi + 1e-3)
     with pytest.raises(ValueError):
         algo.update({"obs": batch["obs"], "action": batch["action"][:, :3]})
 
