@@ -470,7 +470,9 @@ def _dp_policy(size: dict):
 
 
 def _ddp_replica(rank: int, world: int, port: int, size: dict, steps: int, bs: int, out: str) -> None:
-    """One data-parallel replica (a spawned process): ``steps`` updates on its rows; rank 0 saves time + weights."""
+    """One data-parallel replica (a spawned process): a warm-up update then ``steps`` timed updates on its rows
+    of ``_dp_batches(steps + 1, bs)``; rank 0 saves the timed seconds and its state (tests/test_data_parallel.py
+    compares it with one process on the whole batches)."""
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -487,7 +489,7 @@ def _ddp_replica(rank: int, world: int, port: int, size: dict, steps: int, bs: i
         algo.update({k: v[rank * n:(rank + 1) * n] for k, v in b.items()})
     dist.barrier()
     if rank == 0:
-        torch.save({"seconds": time.perf_counter() - t0, "model": algo.state_dict()["model"]}, out)
+        torch.save({"seconds": time.perf_counter() - t0, "state": algo.state_dict()}, out)
     dist.destroy_process_group()
 
 
@@ -520,7 +522,7 @@ def bench_parallel(args) -> list[dict]:
     mp.spawn(_ddp_replica, args=(2, port, size, steps, bs, out), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
     two = got["seconds"] / steps
-    diff = max((got["model"][k] - v).abs().max().item() for k, v in alone.state_dict()["model"].items())
+    diff = max((got["state"]["model"][k] - v).abs().max().item() for k, v in alone.state_dict()["model"].items())
     net = f"U-Net {list(size['down_dims'])}"
     rows = [row("parallel", f"dp_cnn DDP 2 replicas x {bs // 2} rows", two * 1000, "ms", f"1 process x {bs} rows",
                 one * 1000, note=f"{net}, 1 thread per process, gloo, per global step"),

@@ -5,49 +5,22 @@ and keep theirs; DDP averages the gradients.  So 2 workers x 128 rows equal 1 wo
 round-off of summing the loss in two halves (tolerance below: 1e-5 on every parameter after a few Adam steps,
 whose updates are ~lr = 1e-4 per step: a replica that trained on its rows alone would be off by about that).
 """
-import os
 import socket
 import textwrap
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from algorithms import EnvSpec
-from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig
+from benchmarks import suite
 from tests.test_sweep import ROOT, run_cli
 
-TINY = dict(backbone="cnn", down_dims=(16, 32), diffusion_step_embed_dim=16, obs_horizon=2, pred_horizon=8,
-            action_horizon=4, n_timesteps=20, n_inference_steps=20, lr_warmup_steps=0)
-SPEC = EnvSpec(5, 2, act_low=(-1.0, -1.0), act_high=(1.0, 1.0))
+SIZE = dict(down_dims=(16, 32), diffusion_step_embed_dim=16)  # a tiny U-Net, Push-T shapes (suite.DP_SPEC)
 STEPS, B = 3, 64
 
 
-def _batches():
-    g = torch.Generator().manual_seed(0)
-    return [{"obs": torch.randn(B, 2, 5, generator=g), "action": torch.rand(B, 8, 2, generator=g) * 2 - 1}
-            for _ in range(STEPS)]
-
-
 def _policy():
-    torch.manual_seed(0)
-    return DiffusionPolicy(DiffusionPolicyConfig(**TINY), SPEC)
-
-
-def _replica(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    algo = _policy()
-    algo.distribute(torch.nn.parallel.DistributedDataParallel, rank, world)
-    torch.manual_seed(1)  # the seed's stream after building, the same on every replica
-    n = B // world
-    for batch in _batches():
-        algo.update({k: v[rank * n:(rank + 1) * n] for k, v in batch.items()})
-    if rank == 0:
-        torch.save(algo.state_dict(), out)
-    dist.destroy_process_group()
+    return suite._dp_policy(SIZE)
 
 
 def _free_port() -> int:
@@ -57,14 +30,16 @@ def _free_port() -> int:
 
 
 def test_two_replicas_take_the_whole_batch_step(tmp_path):
+    """The benchmark suite's replica (benchmarks/suite.py ``_ddp_replica``), 2 gloo processes x B/2 rows, against
+    one process on the same B-row batches."""
     torch.set_num_threads(1)
     alone = _policy()
-    torch.manual_seed(1)
-    for batch in _batches():
+    torch.manual_seed(1)  # the seed's stream after building, as every replica has it
+    for batch in suite._dp_batches(STEPS + 1, B):
         alone.update(batch)
     out = str(tmp_path / "replica0.pt")
-    mp.spawn(_replica, args=(2, _free_port(), out), nprocs=2, join=True)
-    got = torch.load(out, weights_only=True)
+    mp.spawn(suite._ddp_replica, args=(2, _free_port(), SIZE, STEPS, B, out), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)["state"]
     want = alone.state_dict()
     start = _policy().state_dict()
     moved = max((want["model"][k] - start["model"][k]).abs().max().item() for k in want["model"])
