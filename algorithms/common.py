@@ -36,6 +36,7 @@ class Algorithm:
         algo.policy_state_dict()      # what a rollout worker needs to act (default: the whole state)
         algo.reset(n_envs)            # the rollout starts a batch of episodes (default: nothing to forget)
         algo.distribute(wrap, rank, world)  # data-parallel training (algorithms with data_parallel = True)
+        algo.compile()                # torch.compile the networks named in compile_modules (train.compile)
 
     ``update``'s metrics are 0-d tensors left on the device (or plain floats for host-side values such as
     the learning rate): reading them forces a host sync, so the platform sums them and reads them once per
@@ -57,6 +58,8 @@ class Algorithm:
     window_pad_before: int | None = None
     # train.data_parallel: one model trained by several workers, each on its shard of the global batch
     data_parallel: ClassVar[bool] = False
+    # train.compile: the networks (attribute names) whose forward torch.compile fuses; empty: not supported
+    compile_modules: ClassVar[tuple[str, ...]] = ()
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""
@@ -78,6 +81,16 @@ class Algorithm:
 
     def reset(self, n_envs: int) -> None:
         """A batch of ``n_envs`` new episodes starts (the rollout calls it): stateful policies forget."""
+
+    def compile(self) -> None:
+        """``torch.compile`` each network of ``compile_modules`` in place (``nn.Module.compile``: the state_dict
+        keys, checkpoints and optimizers are unchanged; only the forward is traced and fused).  The math is the
+        same up to float round-off (fused element-wise kernels).  Costs seconds of compilation on the first
+        steps and needs a C++ compiler on CPU (Triton on GPU)."""
+        if not self.compile_modules:
+            raise NotImplementedError(f"{type(self).__name__} does not support train.compile")
+        for name in self.compile_modules:
+            getattr(self, name).compile()
 
     def distribute(self, wrap, rank: int, world: int) -> None:
         """Train as rank ``rank`` of ``world`` data-parallel replicas: ``wrap(module)`` returns the module

@@ -202,6 +202,7 @@ class EDP(Algorithm):
     """EDP agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
+    compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # the K-step chain's MLPs
 
     def __init__(self, config: EDPConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg, self.spec, self.device = config, spec, torch.device(device)

@@ -239,6 +239,14 @@ def bench_training(args) -> list[dict]:
         pair("dql K=5 two critic MLPs", lambda: dql(fused_critic=False).update,
              lambda: DirectStep(dql(fused_critic=False)), batch, note="fused_critic=False")
 
+        def compiled():  # train.compile: torch.compile'd networks (compiled in the warm-up calls)
+            algo = dql()
+            algo.compile()
+            return algo.update
+
+        pair("dql K=5 compiled", compiled, lambda: DirectStep(dql(fused_critic=False)), batch,
+             note="fused twin critic + train.compile")
+
     # N seeds of one config: one VectorizedDQL step vs N ordinary steps (seed-steps/s)
     from algorithms.vectorized import VectorizedDQL, stack_batches
 

@@ -184,6 +184,8 @@ class EvalPool:
             opts["resources"] = dict(resources)
         self.actors = [RolloutActor.options(**opts).remote(env_id, envs_per_actor, algorithm, config, env_spec)
                        for _ in range(n_actors)]
+        # Asked now, read later: the actors start (imports, env construction) while training goes on.
+        self._node_refs = [a.node_id.remote() for a in self.actors]
 
     def evaluate(self, states: list[dict], n_episodes: int, first_seed: int) -> list[dict]:
         """Evaluate each state dict on episodes ``first_seed .. first_seed + n_episodes - 1``.
@@ -205,7 +207,8 @@ class EvalPool:
         return PendingEvaluation(futures, self.env_id, self.ref_min, self.ref_max)
 
     def node_ids(self) -> list[str]:
-        return ray.get([a.node_id.remote() for a in self.actors])
+        """The nodes the actors run on (waits for them to have started)."""
+        return ray.get(self._node_refs)
 
     def shutdown(self):
         for a in self.actors:

@@ -324,6 +324,9 @@ def train_loop(loop_config: dict) -> None:
     shard = (rank, world, lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if replicas else None
     runs = (VectorizedSeedRuns if spec.train.vectorize_seeds else SeedRuns)(seeds, spec, config, env_spec, data,
                                                                              device, shard)
+    if spec.train.compile:  # train.compile: fused forwards for the training models (rollout actors stay eager)
+        for run in runs.runs:
+            run.algo.compile()
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -339,7 +342,9 @@ def train_loop(loop_config: dict) -> None:
                     envs_per_actor=r.envs_per_actor or math.ceil(t.eval_episodes / actors),
                     num_cpus=r.cpus_per_eval_actor, resources=r.eval_resources,
                     ref_min=data.ref_min_score, ref_max=data.ref_max_score) if evaluates else None
-    eval_nodes = ",".join(sorted(set(pool.node_ids()))) if pool is not None else ""
+    # the rollout actors' nodes, read at the first report: waiting for the actors here would hold the first
+    # gradient step for their start-up (seconds of imports on a loaded machine)
+    eval_nodes = None
     train_node = ray.get_runtime_context().get_node_id()
     report_every = t.eval_every
     ckpt_every = t.checkpoint_every or t.eval_every
@@ -351,7 +356,10 @@ def train_loop(loop_config: dict) -> None:
     def publish(step: int, per_seed: dict, is_eval: bool, sps: float, elapsed: float, eval_s: float,
                 ckpt_dir: str | None) -> None:
         """Report one point (all workers together: the gather and Train's report are collectives)."""
+        nonlocal eval_nodes
         per_seed = per_seed if replicas else _gather(per_seed, world)  # replicas: rank 0's numbers
+        if eval_nodes is None:
+            eval_nodes = ",".join(sorted(set(pool.node_ids()))) if pool is not None else ""
         metrics = history.flatten(per_seed)
         if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
             metrics["eval/count"] = evaluations_until(step, report_every)

@@ -215,3 +215,11 @@ def test_zero_workers_is_refused(tmp_path):
     f.write_text(open("search_spaces/quickstart.yaml").read().replace("workers: 1,", "workers: 0,"))
     with pytest.raises(SpecError, match=r"resources.workers: must be >= 1"):
         load_spec(str(f))
+
+
+def test_compile_needs_an_algorithm_that_supports_it(tmp_path):
+    e = err(tmp_path, GOOD.replace("seeds: [0, 1]}", "seeds: [0, 1], compile: true}"))
+    assert e.key == "train.compile" and "bc does not support it; algorithms that do: dql, edp" in e.reason, e
+    e = err(tmp_path, GOOD.replace("algorithm: bc", "algorithm: dql").replace("config: {hidden_dim: 64}", "")
+            .replace("lr:", "eta:").replace("seeds: [0, 1]}", "seeds: [0, 1], compile: true, vectorize_seeds: true}"))
+    assert e.key == "train.compile" and "vectorize_seeds" in e.reason, e
