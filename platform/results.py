@@ -147,6 +147,32 @@ def write_results(grid, spec: SweepSpec, storage: str) -> str:
     return write_frame(frame_from_grid(grid, spec, storage), results_path(storage, spec.name))
 
 
+def write_portable(results: str, out_dir: str) -> None:
+    """Copy a sweep's ``metrics.parquet`` (and ``spec.json`` beside it) into ``out_dir`` with every dataset path
+    replaced by its label (``pusht:/x/pusht_cchi_v7_replay.zarr`` -> ``pusht``): a report's results say what the
+    data was, never where it lay on the machine that ran them.  The report reads labels as it reads paths."""
+    from platform.report.stats import dataset_label, spec_for_display
+
+    df = read_results(results)
+    for col in ("dataset", "config/dataset"):
+        if col in df.columns:
+            df[col] = df[col].map(lambda v: dataset_label(v) if isinstance(v, str) else v)
+    atomic_write(os.path.join(out_dir, "metrics.parquet"), lambda tmp: df.to_parquet(tmp, index=False, engine="pyarrow"))
+    spec_json = os.path.join(os.path.dirname(results) if results.endswith(".parquet") else results, "spec.json")
+    if os.path.exists(spec_json):
+        with open(spec_json) as f:
+            raw = json.load(f)
+        spec = spec_for_display(raw)
+        if isinstance(raw.get("path"), str):  # the study file: relative to the repo, never the machine's absolute path
+            spec["path"] = raw["path"] if not os.path.isabs(raw["path"]) else os.path.basename(raw["path"])
+
+        def write_json(tmp):
+            with open(tmp, "w") as f:
+                json.dump(spec, f, indent=2, sort_keys=True)
+
+        atomic_write(os.path.join(out_dir, "spec.json"), write_json)
+
+
 def read_results(path: str) -> pd.DataFrame:
     """Read one results file (or a directory holding metrics.parquet) with a clear error."""
     if os.path.isdir(path):

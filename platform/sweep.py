@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -321,11 +320,9 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
             out_dir = os.path.join(REPO_ROOT, "reports", spec.name)
             os.makedirs(out_dir, exist_ok=True)
-            # the results beside the report (small): `python -m platform.report reports/<name>` rebuilds it anywhere
-            shutil.copyfile(path, os.path.join(out_dir, "metrics.parquet"))
-            spec_json = os.path.join(os.path.dirname(path), "spec.json")
-            if os.path.exists(spec_json):
-                shutil.copyfile(spec_json, os.path.join(out_dir, "spec.json"))
+            # the results beside the report (small, dataset paths as labels): `python -m platform.report
+            # reports/<name>` rebuilds it anywhere
+            results.write_portable(path, out_dir)
             if videos:
                 try:
                     from platform.videos import make_videos

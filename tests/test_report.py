@@ -499,6 +499,12 @@ def test_checked_in_reports_rebuild_from_the_repo(report_dir, tmp_path):
     rebuilt = (out / "README.md").read_text()
     assert _tables(rebuilt) == _tables(open(os.path.join(report_dir, "README.md")).read())
     assert "/root/" not in rebuilt and "/home/" not in rebuilt and "/tmp/" not in rebuilt
+    # nor in the results beside it: datasets there are labels too (platform.results.write_portable)
+    df = pd.read_parquet(os.path.join(report_dir, "metrics.parquet"))
+    assert not any(":/" in str(v) or str(v).startswith("/") for v in df["dataset"].unique()), df["dataset"].unique()
+    if os.path.exists(os.path.join(report_dir, "spec.json")):
+        spec = json.load(open(os.path.join(report_dir, "spec.json")))
+        assert not os.path.isabs(spec.get("path", "")) and ":/" not in str(spec.get("dataset", "")), spec
 
 
 def test_pareto_front_and_paper_default(tmp_path):
@@ -568,3 +574,25 @@ def test_labels_name_datasets_not_paths(tmp_path):
             assert secret not in f
             if f.endswith((".md", ".html")):
                 assert secret not in open(os.path.join(root, f), encoding="utf-8").read(), f
+
+
+def test_results_beside_a_report_carry_labels_not_paths(tmp_path):
+    """platform.results.write_portable (what a sweep copies beside its report): dataset paths become labels in the
+    Parquet and in spec.json, everything else is unchanged, and the report built from the copy is the same."""
+    from platform.results import write_portable
+
+    secret = "/very/private/place"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    df = make_frame().assign(dataset=f"pusht:{secret}/pusht_cchi_v7_replay.zarr", env="pusht")
+    df.to_parquet(src / "metrics.parquet", index=False)
+    (src / "spec.json").write_text(json.dumps({**SPEC, "dataset": f"pusht:{secret}/pusht_cchi_v7_replay.zarr",
+                                               "path": f"{secret}/study.yaml"}))
+    write_portable(str(src / "metrics.parquet"), str(dst))
+    got = pd.read_parquet(dst / "metrics.parquet")
+    assert list(got["dataset"].unique()) == ["pusht"]
+    pd.testing.assert_frame_equal(got.drop(columns="dataset"), df.drop(columns="dataset"))
+    assert secret not in (dst / "spec.json").read_text() and json.loads((dst / "spec.json").read_text())["dataset"] == "pusht"
+    a = report.build_report([str(src)], str(tmp_path / "a"))
+    b = report.build_report([str(dst)], str(tmp_path / "b"))
+    assert _tables(open(a.replace("index.html", "README.md")).read()) == _tables(open(b.replace("index.html", "README.md")).read())
