@@ -100,7 +100,14 @@ def duration(s: float) -> str:
 # preemption watcher, Tune's pointers to its files): dropped from the console unless --verbose; Ray's log
 # files keep them.
 RAY_NOISE = ("worker processes have been started", "PreemptionWatcher", "To visualize your results with TensorBoard",
-             "View detailed results here", "Reporting training result")
+             "View detailed results here", "Reporting training result", "Token authentication is enabled",
+             "is now ignored by default when packaging", "A new study created in memory")
+# Tune's "Configuration for experiment" box (printed even at verbose=0): its lines start with box-drawing characters
+BOX_LINE = ("\u256d", "\u2502", "\u251c", "\u2570")
+
+
+def _noise(line: str) -> bool:
+    return any(p in line for p in RAY_NOISE) or line.lstrip().startswith(BOX_LINE)
 
 
 class QuietStream:
@@ -113,12 +120,12 @@ class QuietStream:
         self.buffer += text
         *lines, self.buffer = self.buffer.split("\n")
         for line in lines:
-            if not any(p in line for p in RAY_NOISE):
+            if not _noise(line):
                 self.stream.write(line + "\n")
         return len(text)
 
     def flush(self) -> None:
-        if self.buffer and not any(p in self.buffer for p in RAY_NOISE):
+        if self.buffer and not _noise(self.buffer):
             self.stream.write(self.buffer)
             self.buffer = ""
         self.stream.flush()

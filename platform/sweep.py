@@ -19,6 +19,7 @@ Each Tune trial is a small function trainable that launches a Ray Train ``TorchT
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
@@ -79,10 +80,11 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
         # already carries the project to every worker.  Without it (the card's plain `ray job submit --
         # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
         # give them this checkout as their working_dir (Ray merges it with the job's env_vars).
-        ray.init(log_to_driver=verbose)
+        ray.init(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
         if not _carries_project(ray.get_runtime_context().runtime_env):
             ray.shutdown()
-            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES}, log_to_driver=verbose)
+            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES}, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.WARNING)
             print(f"[sweep] the job's runtime env has no working_dir: shipping {REPO_ROOT} to the trials "
                   f"(as `ray job submit --working-dir .` would)", flush=True)
     else:
@@ -99,7 +101,9 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
                   f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
         for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
             try:
+                # not verbose: Ray's INFO lines (packaging, Tune's file pointers) stay in its log files
                 ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=verbose,
+                         logging_level=logging.INFO if verbose else logging.WARNING,
                          runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES,
                                       "env_vars": env_vars})
                 return

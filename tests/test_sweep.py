@@ -210,8 +210,12 @@ def test_quiet_console_drops_ray_noise_only():
     q = QuietStream(out)
     q.write("[sweep] a step 1: x=1\n(raylet) WARNING: 8 PYTHON worker processes have been started on node\n[sw")
     q.write("eep] done\n")
+    q.write("2026-11-30 22:21:31,110\tWARNING authentication_token_setup.py:85 -- Token authentication is enabled\n")
+    q.write("[I 2026-11-30 22:21:42,836] A new study created in memory with name: optuna\n")
+    q.write("\u256d\u2500\u2500\u256e\n\u2502 Configuration for experiment     quickstart      \u2502\n\u2570\u2500\u256f\n")
+    q.write("[sweep] best 91.4 | eta \u2502 1.0\n")
     q.flush()
-    assert out.getvalue() == "[sweep] a step 1: x=1\n[sweep] done\n"
+    assert out.getvalue() == "[sweep] a step 1: x=1\n[sweep] done\n[sweep] best 91.4 | eta \u2502 1.0\n"
 
 
 def test_status_line_eta_waits_for_the_slowest_trial():
