@@ -217,3 +217,19 @@ def test_video_visible_in_headless_chromium(made, tmp_path):
     rows, cols = np.nonzero(green)
     assert cols.max() - cols.min() > 240          # seen in more than one clip
     assert np.abs(np.nonzero(gray)[0].mean() - rows.mean()) < 150   # the T's and the goal in the same band
+
+
+def test_checked_in_pusht_report_shows_the_diffusion_policy_rollout(tmp_path):
+    """reports/dp_pusht_cnn (Diffusion Policy on the real Push-T demonstrations), opened by a real browser, shows
+    its rollout GIFs: the goal, block and agent pixels of each clip on the page."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium); CI installs it")
+    from platform import report
+
+    d = os.path.join(report.REPO_ROOT, "reports", "dp_pusht_cnn")
+    listed = json.load(open(os.path.join(d, "videos", "videos.json")))["videos"]
+    assert listed and {v["algorithm"] for v in listed} == {"diffusion_policy"} and {v["env"] for v in listed} == {"pusht"}
+    page = _screenshot(chromium, os.path.join(d, "index.html"), tmp_path / "dp.png", tmp_path / "p")
+    green, gray, blue = (_near(page, c, 10) for c in (GOAL, BLOCK, AGENT))
+    assert green.sum() > 600 * len(listed) and gray.sum() > 300 * len(listed) and blue.sum() > 20 * len(listed)
