@@ -83,7 +83,7 @@ class TrainSpec:
     tf32: bool = True              # CUDA only: TF32 matmuls/convolutions (platform/gpu.py); false: IEEE float32
     cudnn_benchmark: bool = True   # CUDA only: cuDNN picks the fastest convolution for the run's fixed shapes
     data_parallel: bool = False    # diffusion_policy: every worker a DDP replica of each seed, batch_size split
-    compile: bool = False          # dql/edp: torch.compile the networks (same math; ~1.4x on CPU, seconds to compile)
+    compile: bool = False          # dql/edp: torch.compile the networks (same math; ~1.5x on CPU, seconds to compile)
 
 
 @dataclass
@@ -409,6 +409,15 @@ def _absolute_paths(dataset: str) -> str:
     return dataset
 
 
+def _needs_support(spec: SweepSpec, c: _Checker, option: str, supports) -> None:
+    """``train.<option>`` is on: fail unless the study's algorithm class ``supports`` it (naming those that do)."""
+    import algorithms
+
+    if spec.algorithm in algorithms.REGISTRY and not supports(algorithms.REGISTRY[spec.algorithm][1]):
+        able = [n for n in algorithms.names() if supports(algorithms.REGISTRY[n][1])]
+        c.fail(("train", option), f"{spec.algorithm} does not support it; algorithms that do: {', '.join(able)}")
+
+
 def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
     import algorithms  # light: the registry imports algorithm modules lazily
 
@@ -428,16 +437,11 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
         if r.workers > 1 and t.batch_size % r.workers:
             c.fail(("train", "batch_size"), f"data_parallel splits the batch across the {r.workers} workers: "
                                             f"{t.batch_size} is not a multiple of {r.workers}")
-        if spec.algorithm in algorithms.REGISTRY and not algorithms.REGISTRY[spec.algorithm][1].data_parallel:
-            able = [n for n in algorithms.names() if algorithms.REGISTRY[n][1].data_parallel]
-            c.fail(("train", "data_parallel"), f"{spec.algorithm} does not support it; algorithms that do: "
-                                               f"{', '.join(able)}")
+        _needs_support(spec, c, "data_parallel", lambda cls: cls.data_parallel)
     if t.compile:
         if t.vectorize_seeds or t.data_parallel:
             c.fail(("train", "compile"), "cannot be combined with vectorize_seeds or data_parallel (untested pairs)")
-        if spec.algorithm in algorithms.REGISTRY and not algorithms.REGISTRY[spec.algorithm][1].compile_modules:
-            able = [n for n in algorithms.names() if algorithms.REGISTRY[n][1].compile_modules]
-            c.fail(("train", "compile"), f"{spec.algorithm} does not support it; algorithms that do: {', '.join(able)}")
+        _needs_support(spec, c, "compile", lambda cls: bool(cls.compile_modules))
     if len(set(t.seeds)) != len(t.seeds):
         c.fail(("train", "seeds"), f"seeds must be distinct, got {t.seeds}")
     if s.objectives:

@@ -75,16 +75,17 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
     if ray.is_initialized():
         return
     env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    level = logging.INFO if verbose else logging.WARNING  # not verbose: Ray's INFO lines stay in its log files
     if _on_cluster():
         # A submitted job (or an explicit cluster address).  With `--working-dir .` the job's runtime env
         # already carries the project to every worker.  Without it (the card's plain `ray job submit --
         # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
         # give them this checkout as their working_dir (Ray merges it with the job's env_vars).
-        ray.init(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
+        ray.init(log_to_driver=verbose, logging_level=level)
         if not _carries_project(ray.get_runtime_context().runtime_env):
             ray.shutdown()
             ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES}, log_to_driver=verbose,
-                     logging_level=logging.INFO if verbose else logging.WARNING)
+                     logging_level=level)
             print(f"[sweep] the job's runtime env has no working_dir: shipping {REPO_ROOT} to the trials "
                   f"(as `ray job submit --working-dir .` would)", flush=True)
     else:
@@ -101,9 +102,8 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
                   f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
         for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
             try:
-                # not verbose: Ray's INFO lines (packaging, Tune's file pointers) stay in its log files
                 ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=verbose,
-                         logging_level=logging.INFO if verbose else logging.WARNING,
+                         logging_level=level,
                          runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES,
                                       "env_vars": env_vars})
                 return
