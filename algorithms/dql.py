@@ -34,6 +34,7 @@ The algorithm never seeds globally: the platform calls ``torch.manual_seed`` bef
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from algorithms import EnvSpec
 from algorithms.common import Algorithm, TwinQ, coerce_field_types, ema_update, soft_update
 from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
-from algorithms.diffusion.samplers import ddpm_loss, ddpm_sample
+from algorithms.diffusion.samplers import ddpm_chain, ddpm_loss, ddpm_noise
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
 
 REWARD_SHAPINGS = ("none", "antmaze", "normalize")
@@ -265,6 +266,7 @@ class DiffusionQL(Algorithm):
         self.reward_std = torch.tensor(1.0, device=self.device)
         self._reward_fitted = False
         self._actor_params = list(self.actor.parameters())
+        self._critic_params = dict(self.critic.named_parameters())
         self.step = 0
 
     def fit_dataset(self, data) -> None:
@@ -282,24 +284,71 @@ class DiffusionQL(Algorithm):
 
         ``model``: the noise network (default: the online actor); ``grad=True`` keeps the graph.
         """
-        model = self.actor if model is None else model
-        return ddpm_sample(lambda x, k: model(x, k, obs), self.schedule, (obs.shape[0], self.spec.act_dim),
-                           clip=(self.act_low, self.act_high), device=self.device, grad=grad, generator=generator)
+        noises = ddpm_noise(self.schedule, (obs.shape[0], self.spec.act_dim), device=self.device, generator=generator)
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            return self._chain(self.actor if model is None else model, obs, noises)
 
-    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Denoising loss at a uniform random step (the code's ``Diffusion.loss``): scalar."""
-        return ddpm_loss(lambda x, k: self.actor(x, k, obs), self.schedule, actions)
+    def _chain(self, model: nn.Module, obs: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:
+        """``ddpm_chain`` of ``model`` conditioned on ``obs (B, obs_dim)``, normals ``noises (K, B, act_dim)``."""
+        return ddpm_chain(lambda x, k: model(x, k, obs), self.schedule, noises, clip=(self.act_low, self.act_high))
 
-    def q_loss(self, q1_new: torch.Tensor, q2_new: torch.Tensor) -> torch.Tensor:
-        """``-mean Q_i / mean |Q_j|.detach()`` for ``q*_new (B, 1)``; (i, j) random as in the code, or (1, 2)."""
+    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor, k: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoising loss at a uniform random step (the code's ``Diffusion.loss``): scalar.  ``k (B,)`` and
+        ``noise (B, act_dim)``: the draws (else drawn here, ``k`` first)."""
+        return ddpm_loss(lambda x, kk: self.actor(x, kk, obs), self.schedule, actions, k=k, noise=noise)
+
+    def q_loss(self, q1_new: torch.Tensor, q2_new: torch.Tensor, coin: torch.Tensor | None = None) -> torch.Tensor:
+        """``-mean Q_i / mean |Q_j|.detach()`` for ``q*_new (B, 1)``; (i, j) random as in the code, or (1, 2).
+
+        ``coin``: a 0-d uniform draw choosing (1, 2) when > 0.5 (else drawn here)."""
         loss_12 = -q1_new.mean() / q2_new.abs().mean().detach()
         if not self.cfg.random_q_head:
             return loss_12
         loss_21 = -q2_new.mean() / q1_new.abs().mean().detach()
         # The code flips np.random per step; a tensor coin from torch's generator keeps it seeded and sync-free.
-        return torch.where(torch.rand((), device=self.device) > 0.5, loss_12, loss_21)
+        coin = torch.rand((), device=self.device) if coin is None else coin
+        return torch.where(coin > 0.5, loss_12, loss_21)
 
     # ------------------------------------------------------------------ one gradient step
+
+    # The step's two graphs, pure functions of the batch and of random draws made beforehand (in the order
+    # the code draws them): eager by default, each one torch.compile'd graph with train.compile (``compile``).
+
+    def _critic_loss(self, s: torch.Tensor, a: torch.Tensor, r: torch.Tensor, s2: torch.Tensor,
+                     not_done: torch.Tensor, noises: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(||Q1(s, a) - y||^2 + ||Q2(s, a) - y||^2, mean Q1, mean y)``, scalars, with the TD target (no grad)
+        ``y (B, 1) = r + gamma (1 - done) min(Q1', Q2')(s', a')``, ``a'`` from the EMA actor's chain on
+        ``noises (K, B, act_dim)``; ``max_q_backup``: ``noises (K, B n, act_dim)``, and each target critic's
+        max over the n next actions of a state before the min."""
+        c = self.cfg
+        with torch.no_grad():
+            if c.max_q_backup:
+                n = c.n_backup_samples
+                s2_rep = s2.repeat_interleave(n, dim=0)                         # (B n, obs_dim)
+                t1, t2 = self.critic_target(s2_rep, self._chain(self.ema_actor, s2_rep, noises))
+                target_q = torch.min(t1.view(-1, n).amax(1, keepdim=True), t2.view(-1, n).amax(1, keepdim=True))
+            else:
+                t1, t2 = self.critic_target(s2, self._chain(self.ema_actor, s2, noises))
+                target_q = torch.min(t1, t2)
+            target_q = r + not_done * c.gamma * target_q                       # (B, 1)
+        q1, q2 = self.critic(s, a)
+        return F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q), q1.detach().mean(), target_q.mean()
+
+    def _actor_loss(self, s: torch.Tensor, a: torch.Tensor, bc_k: torch.Tensor, bc_noise: torch.Tensor,
+                    noises: torch.Tensor, coin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(L_bc + eta L_q, L_bc, L_q, mean Q1(s, a_new))``: ``a_new`` through the differentiable chain on
+        ``noises (K, B, act_dim)``, scored by the critic just updated (as in the code)."""
+        bc_loss = self.bc_loss(s, a, bc_k, bc_noise)
+        if self.cfg.eta == 0:  # pure diffusion BC: skip the chain (the Q term has zero weight)
+            zero = torch.zeros((), device=s.device)
+            return bc_loss, bc_loss, zero, zero
+        # the critic's weights as constants: only the actor trains on this loss (the code computes the critic's
+        # gradients here too and zeroes them unused), so the backward skips the critic's weight gradients
+        frozen = {k: v.detach() for k, v in self._critic_params.items()}
+        q1_new, q2_new = torch.func.functional_call(self.critic, frozen, (s, self._chain(self.actor, s, noises)))
+        ql_loss = self.q_loss(q1_new, q2_new, coin)
+        return bc_loss + self.cfg.eta * ql_loss, bc_loss, ql_loss, q1_new.detach().mean()
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One gradient step on a batch of transitions.
@@ -320,36 +369,23 @@ class DiffusionQL(Algorithm):
                 raise RuntimeError("DiffusionQL: reward_shaping='normalize' needs the dataset's rewards: "
                                    "call fit_dataset(data) before update()")
             r = (r - self.reward_mean) / self.reward_std
+        b, shape = s.shape[0], (s.shape[0], self.spec.act_dim)
 
         # ---- critic: TD target from the EMA actor's next actions and the target critic
-        with torch.no_grad():
-            if c.max_q_backup:
-                n = c.n_backup_samples
-                s2_rep = s2.repeat_interleave(n, dim=0)                         # (B n, obs_dim)
-                t1, t2 = self.critic_target(s2_rep, self.sample(s2_rep, self.ema_actor))
-                target_q = torch.min(t1.view(-1, n).amax(1, keepdim=True), t2.view(-1, n).amax(1, keepdim=True))
-            else:
-                t1, t2 = self.critic_target(s2, self.sample(s2, self.ema_actor))
-                target_q = torch.min(t1, t2)
-            target_q = r + not_done * c.gamma * target_q                       # (B, 1)
-        q1, q2 = self.critic(s, a)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        n_next = b * (c.n_backup_samples if c.max_q_backup else 1)
+        critic_loss, q_mean, target_mean = self._critic_loss(s, a, r, s2, not_done,
+                                                             ddpm_noise(self.schedule, (n_next, self.spec.act_dim)))
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_gn = self._clip_grads(self.critic.parameters())
         self.critic_opt.step()
 
         # ---- actor: BC + eta * normalized Q of actions sampled through the differentiable chain
-        bc_loss = self.bc_loss(s, a)
-        if c.eta > 0:
-            new_a = self.sample(s, grad=True)                                   # (B, act_dim), graph through K steps
-            q1_new, q2_new = self.critic(s, new_a)                              # critic just updated, as in the code
-            ql_loss = self.q_loss(q1_new, q2_new)
-            actor_loss = bc_loss + c.eta * ql_loss
-            new_q = q1_new.detach().mean()
-        else:  # pure diffusion BC: skip the chain (the Q term has zero weight)
-            ql_loss = new_q = torch.zeros((), device=dev)
-            actor_loss = bc_loss
+        bc_k = torch.randint(0, c.n_timesteps, (b,), device=dev)               # the draws, in the code's order
+        bc_noise = torch.randn(shape, device=dev)
+        noises = ddpm_noise(self.schedule, shape) if c.eta > 0 else None
+        coin = torch.rand((), device=dev) if c.eta > 0 and c.random_q_head else torch.zeros((), device=dev)
+        actor_loss, bc_loss, ql_loss, new_q = self._actor_loss(s, a, bc_k, bc_noise, noises, coin)
         self.actor_opt.zero_grad(set_to_none=True)
         # inputs=: only the actor's gradients; the critic's weight gradients would be thrown away anyway.
         actor_loss.backward(inputs=self._actor_params)
@@ -371,11 +407,20 @@ class DiffusionQL(Algorithm):
         names = ["bc_loss", "ql_loss", "actor_loss", "critic_loss", "q_mean", "new_q_mean", "target_q_mean",
                  "actor_grad_norm", "critic_grad_norm"]
         values = torch.stack([bc_loss.detach(), ql_loss.detach(), actor_loss.detach(), critic_loss.detach(),
-                              q1.detach().mean(), new_q, target_q.mean(), actor_gn, critic_gn]).unbind()  # no sync
+                              q_mean, new_q, target_mean, actor_gn, critic_gn]).unbind()  # no sync
         out = {f"train/{n}": v for n, v in zip(names, values)}
         if self.lr_schedulers:
             out["train/lr"] = self.actor_opt.param_groups[0]["lr"]
         return out
+
+    def compile(self) -> None:
+        """``train.compile``: the step's two graphs (the critic loss with its TD target, the actor loss: each a
+        K-step chain with its networks and the arithmetic between them) as ``torch.compile``'d functions, forward and
+        backward fused across the chain.  The random draws stay eager (same streams), the networks stay plain
+        modules (same state_dict, checkpoints, optimizers); the math is the eager step's up to float round-off.
+        Acting (rollout actors) stays eager.  Costs a minute or two of compilation on the first steps on CPU."""
+        for name in ("_critic_loss", "_actor_loss"):
+            setattr(self, name, torch.compile(getattr(self, name)))  # the instance's compiled graph shadows it
 
     def _clip_grads(self, params) -> torch.Tensor:
         """Clip to ``grad_norm`` (if > 0) and return the pre-clip global gradient norm as a 0-d tensor."""

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from algorithms import EnvSpec
+from algorithms.diffusion.samplers import ddpm_chain
 from algorithms.dql import DiffusionQL, DQLConfig
 
 _MODELS = ("actor", "ema_actor", "critic", "critic_target")
@@ -76,26 +77,13 @@ class VectorizedDQL:
                          "v": {k: torch.zeros_like(v) for k, v in self.params[m].items()}}
                      for m in ("actor", "critic")}
         self.step = 0
-        sch = self.template.schedule.host
-        self._coef = [(sch["sqrt_recip_alphas_cumprod"][i], sch["sqrt_recipm1_alphas_cumprod"][i],
-                       sch["posterior_mean_coef1"][i], sch["posterior_mean_coef2"][i],
-                       math.exp(0.5 * sch["posterior_log_variance_clipped"][i])) for i in range(c.n_timesteps)]
 
     # ------------------------------------------------------------------ one seed's losses (vmapped)
 
     def _chain(self, actor_params, s, noises):
         """The K-step DDPM chain of ``ddpm_sample`` with given normals ``noises (K, B, act_dim)``."""
-        low, high = self.template.act_low, self.template.act_high
-        x = noises[0]
-        for j, i in enumerate(reversed(range(self.cfg.n_timesteps))):
-            r0, r1, m1, m2, std = self._coef[i]
-            k = torch.full((s.shape[0],), i, dtype=torch.long, device=s.device)
-            eps = functional_call(self.template.actor, actor_params, (x, k, s))
-            x0 = torch.clamp(r0 * x - r1 * eps, low, high)
-            x = m1 * x0 + m2 * x
-            if i > 0:
-                x = x + std * noises[j + 1]
-        return torch.clamp(x, low, high)
+        return ddpm_chain(lambda x, k: functional_call(self.template.actor, actor_params, (x, k, s)),
+                          self.template.schedule, noises, clip=(self.template.act_low, self.template.act_high))
 
     def _critic_loss(self, critic_params, target_params, ema_params, b, rnd):
         c = self.cfg

@@ -35,35 +35,52 @@ def _noise_like(shape, device, dtype, generator):
     return torch.randn(shape, device=device, dtype=dtype, generator=generator)
 
 
+def ddpm_noise(schedule, shape, *, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The K standard normals one ``ddpm_sample`` call draws, in its order: ``(K, *shape)`` = ``x_K``, then the
+    noise of steps ``K-1 .. 1``.  Drawn up front, so the chain itself (``ddpm_chain``) is a pure function of
+    its inputs: what ``torch.compile`` fuses into one graph (the draws stay eager: the same random stream)."""
+    device = torch.device(device) if device is not None else schedule.betas.device
+    return torch.stack([_noise_like(shape, device, torch.float32, generator) for _ in range(schedule.n_timesteps)])
+
+
+def ddpm_chain(denoise_fn, schedule, noises: torch.Tensor, *, clip=None) -> torch.Tensor:
+    """The K-step DDPM ancestral chain, exactly as Diffusion-QL's ``p_sample_loop`` + ``sample``, on given normals.
+
+    ``noises (K, *shape)`` (``ddpm_noise``): ``x = noises[0]``; for ``k = K-1 .. 0``: ``eps = denoise_fn(x, k)``,
+    ``x0_hat = clip(x0_from_eps(x, k, eps))``, ``x <- posterior_mean(x0_hat, x, k) + exp(0.5 log_var_k) z_k``
+    with the next of ``noises`` as ``z_k`` and no noise at ``k = 0``; the result is clipped once more (a no-op
+    in exact arithmetic, since the last posterior mean is ``x0_hat``).  Returns ``x_0`` of ``shape``.
+    Differentiable (the caller chooses the grad mode).
+    """
+    h = schedule.host
+    x = noises[0]
+    for j, i in enumerate(reversed(range(schedule.n_timesteps))):
+        k = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+        eps = denoise_fn(x, k)
+        x0 = clip_to(h["sqrt_recip_alphas_cumprod"][i] * x - h["sqrt_recipm1_alphas_cumprod"][i] * eps, clip)
+        x = h["posterior_mean_coef1"][i] * x0 + h["posterior_mean_coef2"][i] * x
+        if i > 0:
+            x = x + math.exp(0.5 * h["posterior_log_variance_clipped"][i]) * noises[j + 1]
+    return clip_to(x, clip)
+
+
 def ddpm_sample(denoise_fn, schedule, shape, *, clip=None, generator: torch.Generator | None = None,
                 device=None, grad: bool = False, x_T: torch.Tensor | None = None) -> torch.Tensor:
-    """The K-step DDPM ancestral chain, exactly as Diffusion-QL's ``p_sample_loop`` + ``sample``.
-
-    ``x_K ~ N(0, I)`` of ``shape`` (or the given ``x_T``); for ``k = K-1 .. 0``: ``eps = denoise_fn(x, k)``,
-    ``x0_hat = clip(x0_from_eps(x, k, eps))``, ``x <- posterior_mean(x0_hat, x, k) + exp(0.5 log_var_k) z``
-    with no noise at ``k = 0``; the result is clipped once more (a no-op in exact arithmetic, since
-    the last posterior mean is ``x0_hat``).  Returns ``x_0`` of ``shape``.
+    """``ddpm_chain`` on freshly drawn normals (``ddpm_noise``; ``x_T`` given: only the K-1 step noises).
 
     ``grad=True`` keeps the autograd graph through every step (Diffusion-QL's actor loss needs it);
     ``grad=False`` runs under ``torch.no_grad``.  ``generator`` seeds the noise (a generator on ``device``).
+    The draws come before the chain; a ``denoise_fn`` that draws no random numbers (every network here) sees
+    the same stream as when each step drew its own noise.
     """
     device = torch.device(device) if device is not None else schedule.betas.device
-    h = schedule.host
-    ctx = contextlib.nullcontext() if grad else torch.no_grad()
-    with ctx:
-        x = _noise_like(shape, device, torch.float32, generator) if x_T is None else x_T.to(device)
-        batch = shape[0]
-        for i in reversed(range(schedule.n_timesteps)):
-            k = torch.full((batch,), i, device=device, dtype=torch.long)
-            eps = denoise_fn(x, k)
-            x0 = clip_to(h["sqrt_recip_alphas_cumprod"][i] * x - h["sqrt_recipm1_alphas_cumprod"][i] * eps, clip)
-            mean = h["posterior_mean_coef1"][i] * x0 + h["posterior_mean_coef2"][i] * x
-            if i > 0:
-                std = math.exp(0.5 * h["posterior_log_variance_clipped"][i])
-                x = mean + std * _noise_like(shape, device, x.dtype, generator)
-            else:
-                x = mean
-        return clip_to(x, clip)
+    if x_T is None:
+        noises = ddpm_noise(schedule, shape, device=device, generator=generator)
+    else:
+        noises = torch.stack([x_T.to(device, torch.float32)] + [_noise_like(shape, device, torch.float32, generator)
+                                                               for _ in range(schedule.n_timesteps - 1)])
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        return ddpm_chain(denoise_fn, schedule, noises, clip=clip)
 
 
 def ddim_timesteps(n_timesteps: int, n_steps: int) -> list[int]:
@@ -104,12 +121,15 @@ def ddim_sample(denoise_fn, schedule, shape, n_steps: int, *, eta: float = 0.0, 
     return x  # unreachable: the loop returns at t = 0
 
 
-def ddpm_loss(denoise_fn, schedule, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def ddpm_loss(denoise_fn, schedule, x0: torch.Tensor, *, generator: torch.Generator | None = None,
+              k: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """The eps-prediction loss ``E_{k, eps} ||eps - denoise_fn(q_sample(x0, k, eps), k)||^2`` (mean over all entries).
 
     ``x0 (B, ...)``; ``k ~ U{0..K-1}`` per sample, as Diffusion-QL's ``Diffusion.loss``.  Returns a scalar.
+    ``k (B,)`` and ``noise`` (like ``x0``) may be given (drawn by the caller, in this order); else drawn here.
     """
-    b = x0.shape[0]
-    k = torch.randint(0, schedule.n_timesteps, (b,), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    if k is None:
+        k = torch.randint(0, schedule.n_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+    if noise is None:
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     return F.mse_loss(denoise_fn(schedule.q_sample(x0, k, noise), k), noise)
