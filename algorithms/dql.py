@@ -241,7 +241,7 @@ class DiffusionQL(Algorithm):
     """Diffusion-QL agent: ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state dicts."""
 
     data_kind = "transitions"
-    compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # the K-step chain's MLPs
+    compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # train.compile: inside the step's two graphs
 
     def __init__(self, config: DQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

@@ -14,6 +14,8 @@ Parts (``--parts``, comma-separated; default all):
   for-loop optimizers, ``.item()`` per loss), timed interleaved so both see the same machine load.
   The figure is the ratio ours / eager.  DQL also without its fused twin critic, and N seeds trained
   in one ``VectorizedDQL`` (vmap) against N ordinary runs one after the other.
+  ``--public-dql PATH``: also the public Diffusion-QL code's own ``Diffusion_QL.train`` step (imported from a
+  checkout at PATH, not copied), interleaved with ours eager and with ``train.compile``.
 * ``sampling``: milliseconds per batch of actions (10 states x 50 candidates, HalfCheetah dims) for
   DDPM (K = 5, 20, 100; next to the plain chain with per-step gathers), DDIM (K = 100 model, 5-20
   steps) and DPM-Solver++ (K = 1000 model, 5-20 steps).
@@ -201,6 +203,39 @@ def plain_ddpm_chain(model, schedule, obs: torch.Tensor, act_dim: int) -> torch.
     return x.clamp(-1.0, 1.0)
 
 
+def public_dql_step(path: str, batch: dict, device: torch.device):
+    """The public Diffusion-QL code's own step, ``Diffusion_QL.train(buffer, 1, B)`` on ``batch`` (its defaults:
+    K = 5, VP schedule, 256-wide networks, eta 1, grad_norm 1), as a callable ``f(batch)``.
+
+    ``path``: a checkout of github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL (``agents/``, ``utils/``),
+    imported from there as is; nothing of it is copied into this repository.  Its logger imports ``tabulate``,
+    which the step never calls: a stand-in module is used when it is not installed.
+    """
+    import types
+
+    if not os.path.isfile(os.path.join(path, "agents", "ql_diffusion.py")):
+        raise SystemExit(f"--public-dql {path}: no agents/ql_diffusion.py there (a checkout of the public "
+                         f"Diffusion-QL code, github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL)")
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        sys.modules["tabulate"] = types.SimpleNamespace(tabulate=lambda *a, **k: "")
+    from agents.ql_diffusion import Diffusion_QL
+
+    obs_dim, act_dim = batch["observations"].shape[1], batch["actions"].shape[1]
+    agent = Diffusion_QL(obs_dim, act_dim, 1.0, str(device), 0.99, 0.005, beta_schedule="vp", n_timesteps=5,
+                         eta=1.0)
+
+    class Buffer:  # the code's replay buffer interface: (s, a, s', r, not_done)
+        def sample(self, n):
+            return (batch["observations"], batch["actions"], batch["next_observations"],
+                    batch["rewards"].view(-1, 1), 1.0 - batch["terminals"].view(-1, 1))
+
+    buffer, n = Buffer(), batch["observations"].shape[0]
+    return lambda _batch: agent.train(buffer, 1, n)
+
+
 # ----------------------------------------------------------------------------- parts
 
 
@@ -246,6 +281,15 @@ def bench_training(args) -> list[dict]:
 
         pair("dql K=5 compiled", compiled, lambda: DirectStep(dql(fused_critic=False)), batch,
              note="fused twin critic + train.compile")
+        if args.public_dql:  # the authors' own step, from a checkout of their code the user fetched
+            torch.manual_seed(0)
+            fns = {"public": public_dql_step(args.public_dql, batch, dev), "ours": dql().update, "compiled": compiled()}
+            r = interleaved_rate({k: (lambda f=f: f(batch)) for k, f in fns.items()}, calls, repeats, warmup, dev)
+            for case, key, note in (("dql K=5 vs the public code", "ours", "fused twin critic"),
+                                    ("dql K=5 compiled vs the public code", "compiled", "train.compile")):
+                rows.append(row("training", case, r[key], "steps/s", "public code", r["public"],
+                                note=f"batch {bs}, {note}, Diffusion_QL.train(buffer, 1, {bs})"))
+                print(f"[bench] training {case}: {r[key]:.2f} steps/s vs public {r['public']:.2f}", flush=True)
 
     # N seeds of one config: one VectorizedDQL step vs N ordinary steps (seed-steps/s)
     from algorithms.vectorized import VectorizedDQL, stack_batches
@@ -625,6 +669,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--device", default="cpu", help="training part's device (cpu | cuda; default cpu)")
     p.add_argument("--bf16", action="store_true", help="training part: Diffusion Policy with bf16 autocast too")
     p.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and cuDNN benchmark, as a GPU trial")
+    p.add_argument("--public-dql", default=None, metavar="PATH",
+                   help="training part: also time the public Diffusion-QL code's own step, imported from PATH (a "
+                        "checkout of github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL), next to ours")
     args = p.parse_args(argv)
     parts = [x for x in args.parts.split(",") if x]
     bad = [x for x in parts if x not in PARTS]

@@ -411,6 +411,21 @@ def _preflight(spec: SweepSpec) -> None:
             check_env_id(spec.env or env_id)
         except ValueError as e:
             raise SpecError(spec.path, "env" if spec.env else "dataset", str(e)) from None
+    if spec.train.compile and not spec.resources.gpus_per_worker and not _on_cluster() and not cxx_compiler():
+        # inductor builds C++ kernels for the CPU: without a compiler every trial would fail at its first step
+        raise SpecError(spec.path, "train.compile", "needs a C++ compiler on the CPU (torch.compile builds C++ "
+                        "kernels): none of $CXX, g++, c++, clang++ is on PATH; install one (e.g. `apt install g++`) "
+                        "or set train.compile: false")
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would find ($CXX, else g++ / c++ / clang++ on PATH), or None."""
+    import shutil
+
+    for name in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 def main(argv=None) -> int:

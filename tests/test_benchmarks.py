@@ -75,6 +75,14 @@ def test_unknown_part_is_an_error(capsys):
     assert "unknown part" in capsys.readouterr().err
 
 
+def test_public_dql_needs_a_checkout_of_the_public_code(tmp_path):
+    """--public-dql imports the authors' code from a checkout the user fetched; a wrong path is one clear line."""
+    import torch
+
+    with pytest.raises(SystemExit, match="no agents/ql_diffusion.py there"):
+        suite.public_dql_step(str(tmp_path), suite.transition_batch(4), torch.device("cpu"))
+
+
 def test_quick_data_parallel_rows(tmp_path):
     """The DDP rows: 2 gloo replicas x B/2 against 1 process x B, and their weights agree to round-off."""
     rows = suite.main(["--quick", "--parts", "parallel", "--out", str(tmp_path), "--threads", "1"])

@@ -97,6 +97,23 @@ def test_bad_spec_exits_2_and_starts_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_compile_without_a_cxx_compiler_exits_2_and_starts_nothing(tmp_path, monkeypatch, capsys):
+    """train.compile on the CPU needs a C++ compiler: without one, one line at the start, not a failure per trial."""
+    from platform.sweep import cxx_compiler, main
+
+    assert cxx_compiler()  # this machine has one (the compiled-trial test below uses it)
+    spec = tmp_path / "q.yaml"
+    spec.write_text(open("search_spaces/quickstart.yaml").read())
+    assert "compile: true" in spec.read_text()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on PATH
+    monkeypatch.delenv("CXX", raising=False)
+    assert cxx_compiler() is None
+    assert main([str(spec), "--storage", str(tmp_path / "r"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.compile: needs a C++ compiler" in err and str(spec) in err, err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.timeout(1500)  # two sweeps with their own Ray starts: minutes on 2 busy cores
 def test_resume_after_driver_killed(tmp_path, data_dir):
     spec = make_spec(tmp_path, name="resume", steps=60, eval_every=20, num_samples=2)
