@@ -246,7 +246,8 @@ def bench_training(args) -> list[dict]:
 
     q = args.quick
     bs = 32 if q else args.batch_size
-    hidden = 32 if q else 256
+    hidden = 32 if q else args.hidden_dim
+    families = set(args.algorithms.split(","))
     calls, repeats, warmup = (1, 1, 1) if q else (args.steps, args.repeats, 3)
     spec = EnvSpec(OBS_DIM, ACT_DIM)
     dev = torch.device(args.device)  # --device cuda: models and batches on the GPU, timed with synchronize
@@ -261,89 +262,96 @@ def bench_training(args) -> list[dict]:
         r = interleaved_rate({"ours": lambda: ours(batch), "eager": lambda: direct(batch)}, calls, repeats, warmup,
                              dev)
         rows.append(row("training", case, r["ours"], "steps/s", "eager", r["eager"],
-                        note=f"batch {bs}{', ' + note if note else ''}{', ' + dev.type if dev.type != 'cpu' else ''}"))
+                        note=f"batch {bs}{f', width {hidden}' if hidden != 256 and not q else ''}"
+                             f"{', ' + note if note else ''}{', ' + dev.type if dev.type != 'cpu' else ''}"))
         print(f"[bench] training {case}: {r['ours']:.2f} steps/s vs eager {r['eager']:.2f}", flush=True)
 
     def dql(**kw):
         return DiffusionQL(DQLConfig(n_timesteps=5, hidden_dim=hidden, **kw), spec, dev)
 
-    # the eager baseline always gets two separate critic MLPs with nn.Mish (DirectStep swaps FastMish out)
-    pair("dql K=5", lambda: dql().update, lambda: DirectStep(dql(fused_critic=False)), batch,
-         note="fused twin critic")
-    if not q:
-        pair("dql K=5 two critic MLPs", lambda: dql(fused_critic=False).update,
-             lambda: DirectStep(dql(fused_critic=False)), batch, note="fused_critic=False")
+    if "dql" in families:
+        # the eager baseline always gets two separate critic MLPs with nn.Mish (DirectStep swaps FastMish out)
+        pair("dql K=5", lambda: dql().update, lambda: DirectStep(dql(fused_critic=False)), batch,
+             note="fused twin critic")
+        if not q:
+            pair("dql K=5 two critic MLPs", lambda: dql(fused_critic=False).update,
+                 lambda: DirectStep(dql(fused_critic=False)), batch, note="fused_critic=False")
 
-        def compiled():  # train.compile: torch.compile'd networks (compiled in the warm-up calls)
-            algo = dql()
-            algo.compile()
-            return algo.update
+            def compiled():  # train.compile: torch.compile'd networks (compiled in the warm-up calls)
+                algo = dql()
+                algo.compile()
+                return algo.update
 
-        pair("dql K=5 compiled", compiled, lambda: DirectStep(dql(fused_critic=False)), batch,
-             note="fused twin critic + train.compile")
-        if args.public_dql:  # the authors' own step, from a checkout of their code the user fetched
-            torch.manual_seed(0)
-            fns = {"public": public_dql_step(args.public_dql, batch, dev), "ours": dql().update, "compiled": compiled()}
-            r = interleaved_rate({k: (lambda f=f: f(batch)) for k, f in fns.items()}, calls, repeats, warmup, dev)
-            for case, key, note in (("dql K=5 vs the public code", "ours", "fused twin critic"),
-                                    ("dql K=5 compiled vs the public code", "compiled", "train.compile")):
-                rows.append(row("training", case, r[key], "steps/s", "public code", r["public"],
-                                note=f"batch {bs}, {note}, Diffusion_QL.train(buffer, 1, {bs})"))
-                print(f"[bench] training {case}: {r[key]:.2f} steps/s vs public {r['public']:.2f}", flush=True)
+            pair("dql K=5 compiled", compiled, lambda: DirectStep(dql(fused_critic=False)), batch,
+                 note="fused twin critic + train.compile")
+            if args.public_dql and hidden != 256:
+                print(f"[bench] --public-dql skipped: the public code's networks are 256 wide, not {hidden}", flush=True)
+            elif args.public_dql:  # the authors' own step, from a checkout of their code the user fetched
+                torch.manual_seed(0)
+                fns = {"public": public_dql_step(args.public_dql, batch, dev), "ours": dql().update,
+                       "compiled": compiled()}
+                r = interleaved_rate({k: (lambda f=f: f(batch)) for k, f in fns.items()}, calls, repeats, warmup, dev)
+                for case, key, note in (("dql K=5 vs the public code", "ours", "fused twin critic"),
+                                        ("dql K=5 compiled vs the public code", "compiled", "train.compile")):
+                    rows.append(row("training", case, r[key], "steps/s", "public code", r["public"],
+                                    note=f"batch {bs}, {note}, Diffusion_QL.train(buffer, 1, {bs})"))
+                    print(f"[bench] training {case}: {r[key]:.2f} steps/s vs public {r['public']:.2f}", flush=True)
 
-    # N seeds of one config: one VectorizedDQL step vs N ordinary steps (seed-steps/s)
-    from algorithms.vectorized import VectorizedDQL, stack_batches
+        # N seeds of one config: one VectorizedDQL step vs N ordinary steps (seed-steps/s)
+        from algorithms.vectorized import VectorizedDQL, stack_batches
 
-    n_seeds = 2 if q else args.seeds
-    cfg = DQLConfig(n_timesteps=5, hidden_dim=hidden)
-    vec = VectorizedDQL(cfg, spec, list(range(n_seeds)), dev)
-    singles = []
-    for s in range(n_seeds):
-        torch.manual_seed(s)
-        singles.append(DiffusionQL(cfg, spec, dev))
-    stacked = stack_batches([on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)])
-    seed_batches = [on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)]
+        n_seeds = 2 if q else args.seeds
+        cfg = DQLConfig(n_timesteps=5, hidden_dim=hidden)
+        vec = VectorizedDQL(cfg, spec, list(range(n_seeds)), dev)
+        singles = []
+        for s in range(n_seeds):
+            torch.manual_seed(s)
+            singles.append(DiffusionQL(cfg, spec, dev))
+        stacked = stack_batches([on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)])
+        seed_batches = [on(transition_batch(bs, seed=s), dev) for s in range(n_seeds)]
 
-    def sequential():
-        for algo, b in zip(singles, seed_batches):
-            algo.update(b)
+        def sequential():
+            for algo, b in zip(singles, seed_batches):
+                algo.update(b)
 
-    r = interleaved_rate({"vmap": lambda: vec.update(stacked), "seq": sequential}, max(1, calls // n_seeds),
-                         repeats, 1, dev)
-    rows.append(row("training", f"dql K=5, {n_seeds} seeds vmapped", r["vmap"] * n_seeds, "seed-steps/s",
-                    f"{n_seeds} sequential runs", r["seq"] * n_seeds, note=f"batch {bs}, VectorizedDQL"))
-    print(f"[bench] training dql {n_seeds} seeds: vmapped {r['vmap'] * n_seeds:.2f} seed-steps/s vs sequential "
-          f"{r['seq'] * n_seeds:.2f}", flush=True)
-    for K in (100, 1000):
-        def edp(K=K):
-            return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
+        r = interleaved_rate({"vmap": lambda: vec.update(stacked), "seq": sequential}, max(1, calls // n_seeds),
+                             repeats, 1, dev)
+        rows.append(row("training", f"dql K=5, {n_seeds} seeds vmapped", r["vmap"] * n_seeds, "seed-steps/s",
+                        f"{n_seeds} sequential runs", r["seq"] * n_seeds, note=f"batch {bs}, VectorizedDQL"))
+        print(f"[bench] training dql {n_seeds} seeds: vmapped {r['vmap'] * n_seeds:.2f} seed-steps/s vs sequential "
+              f"{r['seq'] * n_seeds:.2f}", flush=True)
+    if "edp" in families:
+        for K in (100, 1000):
+            def edp(K=K):
+                return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
 
-        pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
+            pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
 
-    dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
-                      act_max=(512.0,) * 2, act_low=(0.0,) * 2, act_high=(512.0,) * 2)
-    dp_batch = on({"obs": torch.rand(bs, 2, 20) * 512, "action": torch.rand(bs, 16, 2) * 512}, dev)
-    sizes = {"cnn": dict(down_dims=(16, 32), diffusion_step_embed_dim=16) if q else {},
-             "transformer": dict(n_layer=1, n_head=2, n_emb=32) if q else {}}
-    for backbone, size in sizes.items():
-        def dp(backbone=backbone, size=size):
-            return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, **size), dp_spec, dev)
+    if "dp" in families:
+        dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
+                          act_max=(512.0,) * 2, act_low=(0.0,) * 2, act_high=(512.0,) * 2)
+        dp_batch = on({"obs": torch.rand(bs, 2, 20) * 512, "action": torch.rand(bs, 16, 2) * 512}, dev)
+        sizes = {"cnn": dict(down_dims=(16, 32), diffusion_step_embed_dim=16) if q else {},
+                 "transformer": dict(n_layer=1, n_head=2, n_emb=32) if q else {}}
+        for backbone, size in sizes.items():
+            def dp(backbone=backbone, size=size):
+                return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, **size), dp_spec, dev)
 
-        pair(f"dp_{backbone}", lambda: dp().update, lambda: DPDirect(dp()), dp_batch,
-             calls=max(1, calls // 5), note="paper size" if not q else "tiny")
-        if args.bf16:  # the same step under bf16 autocast (config bf16_autocast), next to float32
-            def dp_bf16(backbone=backbone, size=size):
-                return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, bf16_autocast=True, **size), dp_spec,
-                                       dev)
+            pair(f"dp_{backbone}", lambda: dp().update, lambda: DPDirect(dp()), dp_batch,
+                 calls=max(1, calls // 5), note="paper size" if not q else "tiny")
+            if args.bf16:  # the same step under bf16 autocast (config bf16_autocast), next to float32
+                def dp_bf16(backbone=backbone, size=size):
+                    return DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, bf16_autocast=True, **size), dp_spec,
+                                           dev)
 
-            torch.manual_seed(0)
-            fast, plain = dp_bf16().update, dp().update
-            r = interleaved_rate({"bf16": lambda: fast(dp_batch), "fp32": lambda: plain(dp_batch)},
-                                 max(1, calls // 5), repeats, warmup, dev)
-            rows.append(row("training", f"dp_{backbone} bf16 autocast", r["bf16"], "steps/s", "float32", r["fp32"],
-                            note=f"batch {bs}, {dev.type}{', tf32' if torch.backends.cuda.matmul.allow_tf32 else ''}"))
-            print(f"[bench] training dp_{backbone} bf16: {r['bf16']:.2f} steps/s vs float32 {r['fp32']:.2f}",
-                  flush=True)
+                torch.manual_seed(0)
+                fast, plain = dp_bf16().update, dp().update
+                r = interleaved_rate({"bf16": lambda: fast(dp_batch), "fp32": lambda: plain(dp_batch)},
+                                     max(1, calls // 5), repeats, warmup, dev)
+                rows.append(row("training", f"dp_{backbone} bf16 autocast", r["bf16"], "steps/s", "float32", r["fp32"],
+                                note=f"batch {bs}, {dev.type}{', tf32' if torch.backends.cuda.matmul.allow_tf32 else ''}"))
+                print(f"[bench] training dp_{backbone} bf16: {r['bf16']:.2f} steps/s vs float32 {r['fp32']:.2f}",
+                      flush=True)
     return rows
 
 
@@ -669,6 +677,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--device", default="cpu", help="training part's device (cpu | cuda; default cpu)")
     p.add_argument("--bf16", action="store_true", help="training part: Diffusion Policy with bf16 autocast too")
     p.add_argument("--tf32", action="store_true", help="CUDA: TF32 matmuls and cuDNN benchmark, as a GPU trial")
+    p.add_argument("--hidden-dim", type=int, default=256, help="training part: width of the DQL / EDP networks "
+                                                                   "(papers: 256; the quickstart: 128)")
+    p.add_argument("--algorithms", default="dql,edp,dp",
+                   help="training part: which of dql, edp, dp (Diffusion Policy, paper size) to time (default all)")
     p.add_argument("--public-dql", default=None, metavar="PATH",
                    help="training part: also time the public Diffusion-QL code's own step, imported from PATH (a "
                         "checkout of github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL), next to ours")

@@ -78,16 +78,18 @@ class ProgressPrinter:
         if self.best is not None:
             line += f" | best {fmt_value(self.best[0])} ({self.best[1]})"
         line += f" | {duration(elapsed)} elapsed"
-        done_steps = sum(min(v, self.steps) for v in self.progress.values())
-        frac = done_steps / max(1, self.total * self.steps)
-        if 0.02 < frac < 1:
-            # the whole study's pace, but never less than what its slowest running trial still needs at its own pace
-            eta = [elapsed * (1 - frac) / frac]
-            for t in trials:
-                step, t0 = self.progress.get(t.trial_id, 0), self.started.get(t.trial_id)
-                if t.status == "RUNNING" and step > 0 and t0 is not None:
-                    eta.append((time.time() - t0) * (self.steps - step) / step)
-            line += f", ETA {duration(max(eta))}"
+        now = time.time()
+        running_ids = [t.trial_id for t in trials if t.status == "RUNNING" and t.trial_id in self.started]
+        paces = {i: (now - self.started[i]) * self.steps / self.progress[i]  # a trial's whole run at its own pace
+                 for i in running_ids if 0 < self.progress.get(i, 0) < self.steps}
+        if paces and self.steps:
+            # trials at once share the machine: a trial that has not reported yet is assumed to take as long as
+            # those that have, from its own start; pending trials follow in waves of the running ones
+            typical = sorted(paces.values())[len(paces) // 2]
+            left = [paces[i] - (now - self.started[i]) if i in paces else max(0.0, self.started[i] + typical - now)
+                    for i in running_ids]
+            eta = max(left) + math.ceil(pending / max(1, len(running_ids))) * typical
+            line += f", ETA {duration(eta)}"
         return line
 
 

@@ -249,6 +249,11 @@ def test_status_line_eta_waits_for_the_slowest_trial():
     line = p.status_line([SimpleNamespace(trial_id="a", status="TERMINATED"),
                           SimpleNamespace(trial_id="b", status="RUNNING")])
     assert line.startswith("[sweep] 1 running, 1 done, 0 pending") and "ETA 10m0" in line, line
+    # three trials at once, one reported half-way after 3 minutes: the other two are as far along (not 15 minutes)
+    p = ProgressPrinter("eval/normalized_score", total=4, steps=3000)
+    p.progress, p.started = {"a": 1500}, {i: now - 180 for i in "abc"}
+    line = p.status_line([SimpleNamespace(trial_id=i, status="RUNNING") for i in "abc"])
+    assert line.startswith("[sweep] 3 running, 0 done, 1 pending") and "ETA 9m0" in line, line  # + one more wave
 
 
 VEC = """\
