@@ -266,7 +266,6 @@ class DiffusionQL(Algorithm):
         self.reward_std = torch.tensor(1.0, device=self.device)
         self._reward_fitted = False
         self._actor_params = list(self.actor.parameters())
-        self._critic_params = dict(self.critic.named_parameters())
         self.step = 0
 
     def fit_dataset(self, data) -> None:
@@ -343,10 +342,7 @@ class DiffusionQL(Algorithm):
         if self.cfg.eta == 0:  # pure diffusion BC: skip the chain (the Q term has zero weight)
             zero = torch.zeros((), device=s.device)
             return bc_loss, bc_loss, zero, zero
-        # the critic's weights as constants: only the actor trains on this loss (the code computes the critic's
-        # gradients here too and zeroes them unused), so the backward skips the critic's weight gradients
-        frozen = {k: v.detach() for k, v in self._critic_params.items()}
-        q1_new, q2_new = torch.func.functional_call(self.critic, frozen, (s, self._chain(self.actor, s, noises)))
+        q1_new, q2_new = self.critic(s, self._chain(self.actor, s, noises))
         ql_loss = self.q_loss(q1_new, q2_new, coin)
         return bc_loss + self.cfg.eta * ql_loss, bc_loss, ql_loss, q1_new.detach().mean()
 
@@ -385,7 +381,13 @@ class DiffusionQL(Algorithm):
         bc_noise = torch.randn(shape, device=dev)
         noises = ddpm_noise(self.schedule, shape) if c.eta > 0 else None
         coin = torch.rand((), device=dev) if c.eta > 0 and c.random_q_head else torch.zeros((), device=dev)
-        actor_loss, bc_loss, ql_loss, new_q = self._actor_loss(s, a, bc_k, bc_noise, noises, coin)
+        # the critic's weights as constants here: only the actor trains on this loss (the code computes the
+        # critic's gradients too and zeroes them unused), so the backward skips the critic's weight gradients
+        self.critic.requires_grad_(False)
+        try:
+            actor_loss, bc_loss, ql_loss, new_q = self._actor_loss(s, a, bc_k, bc_noise, noises, coin)
+        finally:
+            self.critic.requires_grad_(True)
         self.actor_opt.zero_grad(set_to_none=True)
         # inputs=: only the actor's gradients; the critic's weight gradients would be thrown away anyway.
         actor_loss.backward(inputs=self._actor_params)
