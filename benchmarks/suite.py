@@ -211,17 +211,21 @@ def public_dql_step(path: str, batch: dict, device: torch.device):
     imported from there as is; nothing of it is copied into this repository.  Its logger imports ``tabulate``,
     which the step never calls: a stand-in module is used when it is not installed.
     """
+    import importlib.util
     import types
 
     if not os.path.isfile(os.path.join(path, "agents", "ql_diffusion.py")):
         raise SystemExit(f"--public-dql {path}: no agents/ql_diffusion.py there (a checkout of the public "
                          f"Diffusion-QL code, github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL)")
     sys.path.insert(0, os.path.abspath(path))
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
+    stand_in = importlib.util.find_spec("tabulate") is None
+    if stand_in:  # only while its modules import: nothing else may mistake the stand-in for the package
         sys.modules["tabulate"] = types.SimpleNamespace(tabulate=lambda *a, **k: "")
-    from agents.ql_diffusion import Diffusion_QL
+    try:
+        from agents.ql_diffusion import Diffusion_QL
+    finally:
+        if stand_in:
+            del sys.modules["tabulate"]
 
     obs_dim, act_dim = batch["observations"].shape[1], batch["actions"].shape[1]
     agent = Diffusion_QL(obs_dim, act_dim, 1.0, str(device), 0.99, 0.005, beta_schedule="vp", n_timesteps=5,
