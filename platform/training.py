@@ -324,7 +324,14 @@ def train_loop(loop_config: dict) -> None:
     shard = (rank, world, lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if replicas else None
     runs = (VectorizedSeedRuns if spec.train.vectorize_seeds else SeedRuns)(seeds, spec, config, env_spec, data,
                                                                              device, shard)
-    if spec.train.compile:  # train.compile: fused forwards for the training models (rollout actors stay eager)
+    if spec.train.compile and device.type == "cpu":
+        from platform.sweep import cxx_compiler  # the driver checked its own machine; this is the worker's
+
+        if not cxx_compiler():
+            raise RuntimeError(f"train.compile: node {ray.get_runtime_context().get_node_id()[:8]} has no C++ "
+                               f"compiler ($CXX, g++, c++, clang++) for torch.compile's CPU kernels: install one "
+                               f"there or set train.compile: false")
+    if spec.train.compile:  # train.compile: fused graphs for the training step (rollout actors stay eager)
         for run in runs.runs:
             run.algo.compile()
     start_step = 0
