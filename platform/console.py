@@ -18,6 +18,7 @@ class ProgressPrinter:
         self.t0, self.last_status = time.time(), time.time()
         self.progress: dict[str, int] = {}  # trial id -> last reported step
         self.started: dict[str, float] = {}  # trial id -> when it started
+        self.reports: dict[str, list[tuple[float, int]]] = {}  # trial id -> its last two (time, step) reports
         self.best: tuple[float, str] | None = None
         printer = self
         sign = 1.0 if mode == "max" else -1.0
@@ -28,6 +29,8 @@ class ProgressPrinter:
 
             def on_trial_result(cb, iteration, trials, trial, result):
                 printer.progress[trial.trial_id] = int(result.get("step") or 0)
+                seen = printer.reports.setdefault(trial.trial_id, [])
+                seen[:] = seen[-1:] + [(time.time(), printer.progress[trial.trial_id])]
                 if not result.get("is_eval", 1):
                     return
                 score = result.get(metric)
@@ -78,19 +81,41 @@ class ProgressPrinter:
         if self.best is not None:
             line += f" | best {fmt_value(self.best[0])} ({self.best[1]})"
         line += f" | {duration(elapsed)} elapsed"
-        now = time.time()
-        running_ids = [t.trial_id for t in trials if t.status == "RUNNING" and t.trial_id in self.started]
-        paces = {i: (now - self.started[i]) * self.steps / self.progress[i]  # a trial's whole run at its own pace
-                 for i in running_ids if 0 < self.progress.get(i, 0) < self.steps}
-        if paces and self.steps:
-            # trials at once share the machine: a trial that has not reported yet is assumed to take as long as
-            # those that have, from its own start; pending trials follow in waves of the running ones
-            typical = sorted(paces.values())[len(paces) // 2]
-            left = [paces[i] - (now - self.started[i]) if i in paces else max(0.0, self.started[i] + typical - now)
-                    for i in running_ids]
-            eta = max(left) + math.ceil(pending / max(1, len(running_ids))) * typical
+        eta = self.eta(trials, pending)
+        if eta is not None:
             line += f", ETA {duration(eta)}"
         return line
+
+
+    def eta(self, trials, pending: int) -> float | None:
+        """Seconds until the study ends, from the trials' seconds per step over their latest report interval
+        (the first one also holds start-up and compilation: a trial with two reports or more is timed by its
+        latest one).  A trial without a latest interval of its own is timed like those that have one; trials
+        run at once share the machine, and pending trials follow in waves of the running ones."""
+        if not self.steps:
+            return None
+        now, latest, first = time.time(), {}, {}
+        for i, seen in self.reports.items():
+            (t1, s1) = seen[-1]
+            (t0, s0) = seen[-2] if len(seen) > 1 else (self.started.get(i, self.t0), 0)
+            if s1 > s0:
+                (latest if len(seen) > 1 else first)[i] = (t1 - t0) / (s1 - s0)
+        pool = list(latest.values()) or list(first.values())
+        if not pool:
+            return None
+        typical = sorted(pool)[len(pool) // 2]  # seconds per step
+        left = []
+        for t in trials:
+            if t.status != "RUNNING" or t.trial_id not in self.started:
+                continue
+            if t.trial_id in self.reports:
+                t_last, step = self.reports[t.trial_id][-1]
+                rate = latest.get(t.trial_id, typical if latest else first.get(t.trial_id, typical))
+                left.append(max(0.0, (self.steps - step) * rate - (now - t_last)))
+            else:
+                left.append(max(0.0, self.steps * typical - (now - self.started[t.trial_id])))
+        running = len(left)
+        return max(left, default=0.0) + math.ceil(pending / max(1, running)) * self.steps * typical
 
 
 def duration(s: float) -> str:
