@@ -462,13 +462,19 @@ def test_behaviour_policies_are_shipped():
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_policy_replays_its_recorded_return(name):
+def test_shipped_policy_plays_at_its_recorded_level(name):
     """A shipped behaviour policy loads with weights_only, and its seeded check collection (one episode per env,
-    up to a few thousand steps) gives the returns recorded when it was exported, at D4RL's medium level."""
+    up to a few thousand steps) plays at the level recorded when it was exported.
+
+    Not to the digit: MuJoCo's contact dynamics amplify the last bit of a float (a 1e-7 relative change of the
+    actions moved walker2d's return over 500 steps by 20% and halfcheetah's over 100 steps by 2%), so another CPU
+    or MuJoCo build replays other episodes (walker2d: 1811/1650 on an AMD EPYC vs 1218/2502 recorded). A broken
+    policy or loader plays far below half its recorded mean."""
     from platform.datasets.generate import check_shipped_policy, load_shipped_policy, medium_threshold
 
     env, quality = name.split("-", 1)
     _, meta = load_shipped_policy(env, quality)
     assert meta["generator_version"] >= 2 and meta["eval_return_mean"] >= medium_threshold(env)
     now, recorded = check_shipped_policy(env, quality)
-    np.testing.assert_allclose(now, recorded, rtol=0.05)  # same machine: equal; other CPUs: float drift in MuJoCo
+    assert len(now) == len(recorded) and np.all(np.isfinite(now))
+    assert np.mean(now) >= 0.5 * np.mean(recorded), (now, recorded)

@@ -333,14 +333,17 @@ def test_sigkill_during_big_writes_leaves_readable_files(tmp_path):
     from platform.checkpoint import load_state
 
     mid_write = 0
-    for attempt in range(3):
+    for attempt in range(5):
         out = tmp_path / f"run{attempt}"
         out.mkdir()
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             assert int(proc.stdout.readline()) == 1, "the writer never finished a first round"
-            proc.stdout.readline()  # a second round, then kill at a random point of the following writes
-            time.sleep(np.random.default_rng(attempt).uniform(0.0, 0.5))
+            proc.stdout.readline()  # a second round, then kill as soon as a write is seen in progress
+            # (a random sleep missed every write on a machine with a fast disk: poll for the temp file instead)
+            deadline = time.monotonic() + 20
+            while not _tmp_leftovers(out) and time.monotonic() < deadline:
+                time.sleep(0.0005)
             os.kill(proc.pid, signal.SIGKILL)
         finally:
             proc.kill()
@@ -352,7 +355,7 @@ def test_sigkill_during_big_writes_leaves_readable_files(tmp_path):
         mid_write += bool(_tmp_leftovers(out))  # a temp file left behind: the kill hit a write in progress
         if mid_write:
             break
-    assert mid_write, "no kill landed in the middle of a write in 3 attempts"
+    assert mid_write, "no kill landed in the middle of a write in 5 attempts"
 
 
 # ----------------------------------------------------------------------------- spec parser fuzzing
