@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from typing import ClassVar
 
 import numpy as np
@@ -89,8 +90,8 @@ class Algorithm:
         steps and needs a C++ compiler on CPU (Triton on GPU)."""
         if not self.compile_modules:
             raise NotImplementedError(f"{type(self).__name__} does not support train.compile")
-        for name in self.compile_modules:
-            getattr(self, name).compile()
+        for name in self.compile_modules:  # dotted names reach inside a module ("critic.q1_model")
+            operator.attrgetter(name)(self).compile()
 
     def distribute(self, wrap, rank: int, world: int) -> None:
         """Train as rank ``rank`` of ``world`` data-parallel replicas: ``wrap(module)`` returns the module

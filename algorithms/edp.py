@@ -202,7 +202,10 @@ class EDP(Algorithm):
     """EDP agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
-    compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # the K-step chain's MLPs
+    # train.compile: each head of a twin critic on its own, since the Q1 and Q2 losses backward separately
+    # (one compiled graph for both heads frees its saved tensors at the first backward)
+    compile_modules = ("actor", "ema_actor", "critic.q1_model", "critic.q2_model", "critic_target.q1_model",
+                       "critic_target.q2_model")
 
     def __init__(self, config: EDPConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg, self.spec, self.device = config, spec, torch.device(device)
@@ -232,6 +235,12 @@ class EDP(Algorithm):
         self.reward_max = torch.tensor(1.0, device=dev)
         self._reward_fitted = False
         self.step = 0
+
+    def compile(self) -> None:
+        """``train.compile``: the networks of ``compile_modules``, and IQL's value network (``Algorithm.compile``)."""
+        super().compile()
+        if self.cfg.backbone == "iql":
+            self.value.compile()
 
     # ------------------------------------------------------------------ dataset
 

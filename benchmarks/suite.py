@@ -330,6 +330,15 @@ def bench_training(args) -> list[dict]:
                 return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
 
             pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
+        if not q:
+            def edp_compiled():  # train.compile: each network compiled in place (compiled in the warm-up calls)
+                algo = EDP(EDPConfig(n_timesteps=1000, hidden_dim=hidden), spec, dev)
+                algo.compile()
+                return algo.update
+
+            pair("edp K=1000 compiled", edp_compiled, lambda: EDPDirect(EDP(EDPConfig(n_timesteps=1000,
+                                                                                  hidden_dim=hidden), spec, dev)),
+                 batch, note="train.compile")
 
     if "dp" in families:
         dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,
