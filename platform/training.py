@@ -334,11 +334,11 @@ def train_loop(loop_config: dict) -> None:
     if spec.train.compile:  # train.compile: fused graphs for the training step (rollout actors stay eager)
         for run in runs.runs:
             run.algo.compile()
-    start_step = 0
+    start_step, resumed_from = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            start_step = runs.load(d)
+            start_step = resumed_from = runs.load(d)
         print(f"[train] rank {rank}: resumed seeds {seeds} from step {start_step}", flush=True)
 
     t = spec.train
@@ -363,7 +363,7 @@ def train_loop(loop_config: dict) -> None:
     def publish(step: int, per_seed: dict, is_eval: bool, sps: float, elapsed: float, eval_s: float,
                 ckpt_dir: str | None) -> None:
         """Report one point (all workers together: the gather and Train's report are collectives)."""
-        nonlocal eval_nodes
+        nonlocal eval_nodes, resumed_from
         per_seed = per_seed if replicas else _gather(per_seed, world)  # replicas: rank 0's numbers
         if eval_nodes is None:
             eval_nodes = ",".join(sorted(set(pool.node_ids()))) if pool is not None else ""
@@ -376,6 +376,8 @@ def train_loop(loop_config: dict) -> None:
                         "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
                         "world_size": world,
                         "time/loop_start_unix": loop_start_unix, "time/first_step_unix": first_step_unix})
+        if resumed_from is not None:  # the first report after a restart says so (the console prints it)
+            metrics["resumed_from_step"], resumed_from = resumed_from, None
         if rank == 0:
             score = metrics.get(spec.search.metric, float("nan"))
             print(f"[train] step {step}/{t.steps} {spec.search.metric}={score:.3f} "

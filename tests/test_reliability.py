@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,7 +91,8 @@ def test_rollout_actor_killed_mid_evaluation_is_retried_with_the_same_score(ray_
         undisturbed = pool.evaluate([state], episodes, first_seed)[0]
         # The actor's RNG has moved on since; the same evaluation must still give the same numbers.
         again = pool.evaluate([state], episodes, first_seed)[0]
-        assert again == undisturbed
+        timing = lambda d: {k: v for k, v in d.items() if k != "eval/act_ms"}  # noqa: E731  (wall time, not a score)
+        assert timing(again) == timing(undisturbed)
 
         actor = pool.actors[0]
         actor_id = actor._actor_id.hex()
@@ -118,7 +120,7 @@ def test_rollout_actor_killed_mid_evaluation_is_retried_with_the_same_score(ray_
         attempts = [t.attempt_number for t in list_tasks(
             filters=[("actor_id", "=", actor_id), ("func_or_class_name", "=", "RolloutActor.evaluate")], limit=1000)]
         assert max(attempts) >= 1, attempts  # the killed task was retried (max_task_retries)
-        assert disturbed == undisturbed
+        assert timing(disturbed) == timing(undisturbed)
         assert undisturbed["eval/episodes"] == episodes and np.isfinite(undisturbed["eval/normalized_score"])
     finally:
         pool.shutdown()
@@ -497,7 +499,8 @@ def test_train_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path, data_di
     out = "".join(lines)
     assert proc.returncode == 0, out[-4000:]
     assert killed is not None, out[-4000:]
-    resumed = [int(l.rsplit(" ", 1)[1]) for l in lines if "resumed seeds [0] from step" in l]
+    # the console's line (the worker's own output stays in Ray's logs without --verbose)
+    resumed = [int(re.search(r"resumed from step (\d+)", l).group(1)) for l in lines if "resumed from step" in l]
     assert resumed and resumed[0] >= 20 and resumed[0] % 20 == 0, out[-4000:]
     df = pd.read_parquet(storage / "wkill" / "metrics.parquet")
     assert df["trial_id"].nunique() == 1 and (df["status"] == "TERMINATED").all(), df
