@@ -31,9 +31,9 @@ class ProgressPrinter:
                 printer.progress[trial.trial_id] = int(result.get("step") or 0)
                 seen = printer.reports.setdefault(trial.trial_id, [])
                 seen[:] = seen[-1:] + [(time.time(), printer.progress[trial.trial_id])]
-                if result.get("resumed_from_step") is not None:  # Train restarted the trial's workers
-                    print(f"[sweep] {trial.trial_id} resumed from step {result['resumed_from_step']} after its "
-                          f"workers restarted (a worker failed; see Ray's logs)", flush=True)
+                if result.get("resumed_from_step") is not None:  # a worker restarted (a failure, or --resume)
+                    print(f"[sweep] {trial.trial_id} resumed from step {result['resumed_from_step']} (its "
+                          f"checkpoint: a worker restarted, Ray's logs say why)", flush=True)
                 if not result.get("is_eval", 1):
                     return
                 score = result.get(metric)
