@@ -273,6 +273,13 @@ def bench_training(args) -> list[dict]:
     def dql(**kw):
         return DiffusionQL(DQLConfig(n_timesteps=5, hidden_dim=hidden, **kw), spec, dev)
 
+    def edp(K):
+        return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
+
+    def compiled(algo):  # train.compile: the step compiled (in the warm-up calls)
+        algo.compile()
+        return algo.update
+
     if "dql" in families:
         # the eager baseline always gets two separate critic MLPs with nn.Mish (DirectStep swaps FastMish out)
         pair("dql K=5", lambda: dql().update, lambda: DirectStep(dql(fused_critic=False)), batch,
@@ -280,20 +287,14 @@ def bench_training(args) -> list[dict]:
         if not q:
             pair("dql K=5 two critic MLPs", lambda: dql(fused_critic=False).update,
                  lambda: DirectStep(dql(fused_critic=False)), batch, note="fused_critic=False")
-
-            def compiled():  # train.compile: torch.compile'd networks (compiled in the warm-up calls)
-                algo = dql()
-                algo.compile()
-                return algo.update
-
-            pair("dql K=5 compiled", compiled, lambda: DirectStep(dql(fused_critic=False)), batch,
+            pair("dql K=5 compiled", lambda: compiled(dql()), lambda: DirectStep(dql(fused_critic=False)), batch,
                  note="fused twin critic + train.compile")
             if args.public_dql and hidden != 256:
                 print(f"[bench] --public-dql skipped: the public code's networks are 256 wide, not {hidden}", flush=True)
             elif args.public_dql:  # the authors' own step, from a checkout of their code the user fetched
                 torch.manual_seed(0)
                 fns = {"public": public_dql_step(args.public_dql, batch, dev), "ours": dql().update,
-                       "compiled": compiled()}
+                       "compiled": compiled(dql())}
                 r = interleaved_rate({k: (lambda f=f: f(batch)) for k, f in fns.items()}, calls, repeats, warmup, dev)
                 for case, key, note in (("dql K=5 vs the public code", "ours", "fused twin critic"),
                                         ("dql K=5 compiled vs the public code", "compiled", "train.compile")):
@@ -326,19 +327,10 @@ def bench_training(args) -> list[dict]:
               f"{r['seq'] * n_seeds:.2f}", flush=True)
     if "edp" in families:
         for K in (100, 1000):
-            def edp(K=K):
-                return EDP(EDPConfig(n_timesteps=K, hidden_dim=hidden), spec, dev)
-
-            pair(f"edp K={K}", lambda: edp().update, lambda: EDPDirect(edp()), batch)
+            pair(f"edp K={K}", lambda K=K: edp(K).update, lambda K=K: EDPDirect(edp(K)), batch)
         if not q:
-            def edp_compiled():  # train.compile: each network compiled in place (compiled in the warm-up calls)
-                algo = EDP(EDPConfig(n_timesteps=1000, hidden_dim=hidden), spec, dev)
-                algo.compile()
-                return algo.update
-
-            pair("edp K=1000 compiled", edp_compiled, lambda: EDPDirect(EDP(EDPConfig(n_timesteps=1000,
-                                                                                  hidden_dim=hidden), spec, dev)),
-                 batch, note="train.compile")
+            pair("edp K=1000 compiled", lambda: compiled(edp(1000)), lambda: EDPDirect(edp(1000)), batch,
+                 note="train.compile")
 
     if "dp" in families:
         dp_spec = EnvSpec(obs_dim=20, act_dim=2, obs_low=(0.0,) * 20, obs_high=(512.0,) * 20, act_min=(0.0,) * 2,

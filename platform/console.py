@@ -16,7 +16,6 @@ class ProgressPrinter:
 
         self.done, self.import_error = 0, None
         self.t0, self.last_status = time.time(), time.time()
-        self.progress: dict[str, int] = {}  # trial id -> last reported step
         self.started: dict[str, float] = {}  # trial id -> when it started
         self.reports: dict[str, list[tuple[float, int]]] = {}  # trial id -> its last two (time, step) reports
         self.best: tuple[float, str] | None = None
@@ -28,9 +27,8 @@ class ProgressPrinter:
                 printer.started.setdefault(trial.trial_id, time.time())
 
             def on_trial_result(cb, iteration, trials, trial, result):
-                printer.progress[trial.trial_id] = int(result.get("step") or 0)
                 seen = printer.reports.setdefault(trial.trial_id, [])
-                seen[:] = seen[-1:] + [(time.time(), printer.progress[trial.trial_id])]
+                seen[:] = seen[-1:] + [(time.time(), int(result.get("step") or 0))]
                 if result.get("resumed_from_step") is not None:  # a worker restarted (a failure, or --resume)
                     print(f"[sweep] {trial.trial_id} resumed from step {result['resumed_from_step']} (its "
                           f"checkpoint: a worker restarted, Ray's logs say why)", flush=True)
@@ -46,7 +44,8 @@ class ProgressPrinter:
 
             def on_trial_complete(cb, iteration, trials, trial):
                 printer.done += 1
-                stopped = printer.progress.get(trial.trial_id, steps) < steps  # a scheduler (ASHA) stopped it
+                last_step = printer.reports.get(trial.trial_id, [(0.0, steps)])[-1][1]
+                stopped = last_step < steps  # a scheduler (ASHA) stopped it
                 print(f"[sweep] {trial.trial_id} {'stopped early by the scheduler' if stopped else 'finished'} "
                       f"({printer.done}/{total} trials done)", flush=True)
 
@@ -88,7 +87,6 @@ class ProgressPrinter:
         if eta is not None:
             line += f", ETA {duration(eta)}"
         return line
-
 
     def eta(self, trials, pending: int) -> float | None:
         """Seconds until the study ends, from the trials' seconds per step over their latest report interval

@@ -28,10 +28,6 @@ from platform.checkpoint import atomic_write
 from platform.spec import SweepSpec
 
 KEY = ["sweep", "trial_id", "seed", "step"]
-_SKIP = {"config", "checkpoint_dir_name", "checkpoint_path", "should_checkpoint", "done", "trial_id",
-         "experiment_tag", "date", "timestamp", "pid", "hostname", "node_ip", "time_since_restore",
-         "time_this_iter_s", "iterations_since_restore", "time_total_s", "training_iteration", "num_seeds",
-         "world_size", "is_eval", "step", "resumed_from_step"}
 
 
 def results_path(storage: str, name: str) -> str:

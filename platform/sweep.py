@@ -422,10 +422,8 @@ def cxx_compiler() -> str | None:
     """The C++ compiler torch.compile's CPU backend would find ($CXX, else g++ / c++ / clang++ on PATH), or None."""
     import shutil
 
-    for name in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
+    found = (shutil.which(name) for name in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")))
+    return next(filter(None, found), None)
 
 
 def main(argv=None) -> int:

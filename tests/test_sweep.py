@@ -243,8 +243,7 @@ def test_status_line_eta_waits_for_the_slowest_trial():
     p = ProgressPrinter("eval/normalized_score", total=2, steps=3000)
     now = time.time()
     p.t0 = now - 600
-    p.progress = {"a": 3000, "b": 1500}           # a finished; b is half-way after 10 minutes
-    p.reports = {"a": [(now - 1, 3000)], "b": [(now, 1500)]}
+    p.reports = {"a": [(now - 1, 3000)], "b": [(now, 1500)]}  # a finished; b is half-way after 10 minutes
     p.started = {"a": now - 600, "b": now - 600}
     p.done = 1
     line = p.status_line([SimpleNamespace(trial_id="a", status="TERMINATED"),
@@ -252,7 +251,7 @@ def test_status_line_eta_waits_for_the_slowest_trial():
     assert line.startswith("[sweep] 1 running, 1 done, 0 pending") and abs(_eta_s(line) - 600) < 5, line
     # three trials at once, one reported half-way after 3 minutes: the other two are as far along (not 15 minutes)
     p = ProgressPrinter("eval/normalized_score", total=4, steps=3000)
-    p.progress, p.reports, p.started = {"a": 1500}, {"a": [(now, 1500)]}, {i: now - 180 for i in "abc"}
+    p.reports, p.started = {"a": [(now, 1500)]}, {i: now - 180 for i in "abc"}
     line = p.status_line([SimpleNamespace(trial_id=i, status="RUNNING") for i in "abc"])
     assert line.startswith("[sweep] 3 running, 0 done, 1 pending") and abs(_eta_s(line) - 540) < 5, line  # + a wave
     # the first interval holds start-up and compilation (150 s for 1500 steps), the second ran 1500 steps in 35 s:
