@@ -146,6 +146,15 @@ def _mode_shares(actions: torch.Tensor) -> tuple[float, float]:
 
 
 def test_ibc_recovers_both_modes():
+    """The energy model learns both modes; the DFOs act on it without averaging them.
+
+    Why the paper's DFO splits 50/50 data unevenly (23/77 here; 4/96 to 69/31 over torch seeds 0-5): it is an
+    optimizer, not a sampler.  Each of its 4 resamplings weights the candidates by softmax(-E) again, so the
+    final draw is close to softmax(-5 E): the 0.1-0.5 energy gap that 250 noisy SGD steps leave between the modes
+    becomes a skewed split.  Its unclipped noise also carries candidates past the box edge (the modes sit on it
+    here), where no counter-example ever trained the energy and it keeps falling (E(+-1.2) is 2-3 below
+    E(+-1)).  Neither is a bug (DP's ``predict_action`` does the same); the model's own distribution is one DFO
+    evaluation: one draw from softmax(-E) over uniform candidates, measured 39-51% near each mode (seeds 0-3)."""
     torch.manual_seed(0)
     obs, sign = _two_mode_data()
     # dfo_select="sample" (DP's baseline) shows what the energy model learned: both modes
@@ -153,21 +162,22 @@ def test_ibc_recovers_both_modes():
     for _ in range(250):
         i = torch.randint(0, N_TOY, (128,))
         algo.update({"obs": obs[i, None], "action": sign[i, None, None]})
-    actions = algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0))
-    up, down = _mode_shares(actions)
-    # the paper's DFO (5 evaluations, noise 0.03): measured 23% / 77% here (google-research's 3 evaluations with
-    # shrinking noise gave about half each); both modes present is the point
-    assert up >= 0.15 and down >= 0.15, (up, down)
-    assert up + down > 0.9  # and almost nothing in between
-    # the greedy "argmax" never averages the modes either
-    algo.cfg.dfo_select = "argmax"
-    up, down = _mode_shares(algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0)))
+
+    def shares(**dfo):
+        for k, v in dfo.items():
+            setattr(algo.cfg, k, v)
+        return _mode_shares(algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0)))
+
+    up, down = shares(dfo_iterations=1)  # softmax(-E) itself: both modes, about half each
+    assert up >= 0.3 and down >= 0.3 and up + down > 0.9, (up, down)
+    # the paper's DFO (5 evaluations, noise 0.03) and its greedy "argmax" never average the modes
+    up, down = shares(dfo_iterations=5)
+    assert up + down > 0.9, (up, down)
+    up, down = shares(dfo_select="argmax")
     assert up + down > 0.9, (up, down)
     # and with google-research/ibc's DFO (3 evaluations, noise 0.33 halved, clipped) it commits to whichever
     # mode has the lower energy: one mode
-    for k, v in dict(dfo_iterations=3, dfo_noise_std=0.33, dfo_noise_shrink=0.5, dfo_clip=True).items():
-        setattr(algo.cfg, k, v)
-    up, down = _mode_shares(algo.act(obs[:400, None], generator=torch.Generator().manual_seed(0)))
+    up, down = shares(dfo_iterations=3, dfo_noise_std=0.33, dfo_noise_shrink=0.5, dfo_clip=True)
     assert max(up, down) > 0.9, (up, down)
 
 
