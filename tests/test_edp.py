@@ -75,7 +75,7 @@ def test_actor_gradient_never_flows_through_sampling():
 @pytest.mark.parametrize("backbone", ["td3", "iql", "crr"])
 def test_update_and_act(backbone):
     torch.manual_seed(0)
-    algo = EDP(EDPConfig(backbone=backbone, n_timesteps=100, sampler_steps=5, n_action_samples=4), SPEC)
+    algo = EDP(EDPConfig(backbone=backbone, n_timesteps=100, sampler_steps=10, n_action_samples=4), SPEC)
     m = algo.update(batch())
     for key in ("train/bc_loss", "train/critic_loss", "train/actor_loss", "train/q_mean"):
         assert math.isfinite(m[key]), key
@@ -83,7 +83,7 @@ def test_update_and_act(backbone):
     # EDP's DPM-Solver keeps x0 in the box through eps clipping and leaves the last sample unclipped
     assert a.shape == (5, 1, 2) and (a.abs() <= 1.05).all()
     state = algo.state_dict()
-    other = EDP(EDPConfig(backbone=backbone, n_timesteps=100, sampler_steps=5, n_action_samples=4), SPEC)
+    other = EDP(EDPConfig(backbone=backbone, n_timesteps=100, sampler_steps=10, n_action_samples=4), SPEC)
     other.load_state_dict(state)
     torch.manual_seed(3)
     x = algo.act(torch.ones(2, 1, 3))
@@ -94,7 +94,7 @@ def test_update_and_act(backbone):
 
 def test_bc_loss_falls():
     torch.manual_seed(0)
-    algo = EDP(EDPConfig(n_timesteps=100, alpha=0.0, sampler_steps=3), SPEC)
+    algo = EDP(EDPConfig(n_timesteps=100, alpha=0.0, sampler_steps=10), SPEC)
     b = batch(256)
     first = algo.update(b)["train/bc_loss"]
     for _ in range(150):
@@ -171,6 +171,45 @@ def test_iql_backbone_loss_by_hand():
     assert m["train/value_loss"] == pytest.approx(v_loss.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("crr", [dict(), dict(crr_beta=0.002), dict(crr_fn="binary"), dict(crr_avg="max")],
+                         ids=["exp", "exp-clipped", "binary", "max"])
+def test_crr_backbone_loss_by_hand(crr):
+    """Policy loss = eps-MSE - mean_b lambda_b log N(a_b; clip(a0_hat_b), I) (up to its constant), lambda =
+    min(exp(A / beta), 20) or 1[A > 0], A = min(Q1, Q2)(s, a) - mean (or max) over 10 a_j ~ N(a0_hat, I) of
+    min(Q1, Q2)(s, a_j), with the online critics before this step's update (the public code's CRR backbone)."""
+    torch.manual_seed(0)
+    c = EDPConfig(backbone="crr", n_timesteps=100, sampler="ddpm", **crr)
+    algo = EDP(c, SPEC)
+    ref = copy.deepcopy(algo)
+    b = batch(64)
+    torch.manual_seed(7)
+    m = algo.update(b)
+    torch.manual_seed(7)   # the step's draws in its order: k and eps, the target actions' chain, then the a_j
+    s, a = b["observations"], b["actions"].clamp(-0.999, 0.999)
+    a0_hat, eps_pred, eps, _ = ref.action_approximation(s, a)
+    with torch.no_grad():
+        ref.sample(b["next_observations"], ref.ema_actor)
+        noise = torch.randn(64, 10, 2)
+
+        def q_min(actions):
+            x = torch.cat([s, actions], -1)
+            return torch.minimum(ref.critic.q1_model(x), ref.critic.q2_model(x))[:, 0]
+
+        q_j = torch.stack([q_min(a0_hat + noise[:, j]) for j in range(10)], 1)        # (64, 10)
+        v = q_j.mean(1) if c.crr_avg == "mean" else q_j.max(1).values
+        adv = q_min(a) - v
+        lam = torch.exp(adv / c.crr_beta).clamp(max=20.0) if c.crr_fn == "exp" else (adv > 0).float()
+    guide = (lam * 0.5 * ((a - a0_hat) ** 2).sum(-1)).mean()
+    diff = ((eps_pred - eps) ** 2).mean()
+    if crr.get("crr_beta"):   # the clip is exercised: some weights at 20, some below
+        assert bool((lam == 20.0).any()) and bool((lam < 20.0).any()), lam
+    if c.crr_fn == "binary":
+        assert 0 < float(lam.mean()) < 1, lam
+    assert m["train/bc_loss"] == pytest.approx(diff.item(), rel=1e-5)
+    assert m["train/ql_loss"] == pytest.approx(guide.item(), rel=1e-5)
+    assert m["train/actor_loss"] == pytest.approx(diff.item() + guide.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("backbone,n_clips", [("td3", 3), ("iql", 4), ("crr", 3)])
 def test_every_network_clipped_at_the_task_norm(backbone, n_clips, monkeypatch):
     """Policy, Q1, Q2 (and V) each clipped on its own at the code's per-task gn, looked up from the dataset name."""
@@ -206,6 +245,26 @@ def test_acting_uses_online_policy_and_online_critics():
     torch.manual_seed(5)
     torch.testing.assert_close(algo.act(obs), before)
     assert set(algo.policy_state_dict()) == {"actor", "critic"}
+
+    # skew the online critics: Q1 = 1000 a[0], Q2 = -1000 a[0], so min(Q1, Q2) = -1000 |a[0]| and the softmax
+    # picks, among the 8 candidates of a state, the one whose a[0] is nearest 0 (Q1 alone would pick the largest
+    # a[0], Q2 alone the smallest, max(Q1, Q2) the farthest from 0, an act that ignores the critic any of them)
+    class Linear0(torch.nn.Module):
+        def __init__(self, sign):
+            super().__init__()
+            self.sign = sign
+
+        def forward(self, x):
+            return self.sign * 1000.0 * x[:, SPEC.obs_dim:SPEC.obs_dim + 1]
+
+    algo.critic.q1_model, algo.critic.q2_model = Linear0(1.0), Linear0(-1.0)
+    torch.manual_seed(5)
+    picked = algo.act(obs)[:, 0]
+    torch.manual_seed(5)   # the same candidates, by hand: 8 per state from the online policy
+    cand = algo.sample(obs[:, -1].repeat_interleave(8, dim=0), algo.actor).view(4, 8, 2)
+    want = cand[torch.arange(4), cand[..., 0].abs().argmin(1)]
+    assert float(cand[..., 0].abs().std()) > 0.05  # the candidates differ, so the pick says something
+    torch.testing.assert_close(picked, want)
 
 
 def test_target_policy_keeps_initial_weights_until_step_1000():
