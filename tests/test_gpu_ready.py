@@ -1,6 +1,7 @@
 """GPU-readiness checks that a CPU machine can make (the `gpu` marker has the ones that need CUDA)."""
 import ast
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANDOM_FACTORIES = {"randperm", "randint", "rand", "randn", "randn_like", "rand_like"}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch's CUDA build and a GPU)")
 
 
 def test_no_seeded_random_call_without_a_device():
@@ -28,30 +30,106 @@ def test_no_seeded_random_call_without_a_device():
     assert not bad, f"seeded random draws without device=: {bad}"
 
 
+def _lloyd_by_hand(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
+    """k-means as BeT's discretizer, its k initial points drawn on an explicit CPU generator (x with no empty
+    cluster: the test data below has none)."""
+    first = torch.randperm(x.shape[0], generator=torch.Generator(device="cpu").manual_seed(seed))[:k]
+    centers = x.cpu()[first].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x.cpu(), centers).argmin(1)
+        centers = torch.stack([x.cpu()[assign == j].mean(0) for j in range(k)])
+    return centers
+
+
+def _bet_bins(device: str) -> torch.Tensor:
+    import algorithms
+    from tests.test_contract import SPEC, TINY
+
+    algo = algorithms.build("bet", TINY["bet"], SPEC, device)
+    algo.fit_bins(torch.randn(500, SPEC.act_dim, generator=torch.Generator().manual_seed(1)).clamp(-1, 1))
+    return algo.centers
+
+
 def test_bet_bins_are_the_same_whatever_the_generator_device():
+    """BeT's bins start from points drawn on a CPU generator whatever the device (the same bins on a GPU): its
+    k-means and its fit equal Lloyd's algorithm by hand from ``randperm`` on an explicit CPU generator."""
     from algorithms.bet import kmeans
+    from tests.test_contract import SPEC, TINY
 
     x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
-    a = kmeans(x, 8, 5, torch.Generator().manual_seed(0))
-    b = kmeans(x, 8, 5, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(a, b)
+    by_hand = _lloyd_by_hand(x, 8, 5, 0)
+    torch.testing.assert_close(kmeans(x, 8, 5, torch.Generator(device="cpu").manual_seed(0)), by_hand)
+    # the fit: a CPU generator seeded 0, on the normalized actions
+    import algorithms
+
+    algo = algorithms.build("bet", TINY["bet"], SPEC, "cpu")
+    actions = torch.randn(500, SPEC.act_dim, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    algo.fit_bins(actions)
+    want = _lloyd_by_hand(algo.normalize_action(actions), algo.cfg.n_bins, algo.cfg.kmeans_iters, 0)
+    torch.testing.assert_close(algo.centers, want)
+    torch.testing.assert_close(_bet_bins("cpu"), algo.centers)
 
 
-def test_resumed_optimizer_keeps_step_counters_on_cpu():
-    """Checkpoints are loaded to CPU and Adam moves its state to the parameters: `step` stays a CPU tensor."""
-    from platform.checkpoint import load_state, save_state
+@pytest.mark.gpu
+@needs_cuda
+def test_bet_bins_on_cuda_equal_the_cpu_bins():
+    """The same bins fitted on ``cuda`` as on the CPU (the initial points come from the same CPU draws; Lloyd's
+    steps on the GPU differ by float round-off only)."""
+    cpu, cuda = _bet_bins("cpu"), _bet_bins("cuda")
+    assert cuda.is_cuda
+    torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-5, rtol=1e-5)
+
+
+def test_resumed_optimizer_keeps_step_counters_on_cpu(tmp_path):
+    """The train loop's resume (``SeedRuns.load``) loads checkpoints to the CPU and lets Adam move its state to its
+    parameters' device, except ``step``, which stays a CPU tensor as a fresh optimizer has it (on a GPU it would
+    sync every step).  Parameters on the ``meta`` device stand in for a GPU: the moments must land there and
+    ``step`` must not."""
+    from types import SimpleNamespace
+
+    from platform import checkpoint
+    from platform.training import SeedRuns
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(model.parameters())
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"opt_{os.getpid()}.pt")
-    save_state(path, {"opt": opt.state_dict()})
-    fresh = torch.optim.Adam(model.parameters())
-    fresh.load_state_dict(load_state(path, "cpu")["opt"])
-    os.remove(path)
-    steps = [s["step"] for s in fresh.state.values()]
-    assert steps and all(t.device.type == "cpu" and float(t) == 1.0 for t in steps)
+    checkpoint.save_seed_state(str(tmp_path), 0, {"opt": opt.state_dict()}, 7, torch.get_rng_state())
+
+    meta = torch.nn.Linear(3, 2, device="meta")
+    fresh = torch.optim.Adam(meta.parameters())
+    run = SimpleNamespace(seed=0, rng=None, sampler=SimpleNamespace(reseed=lambda seed, step: None),
+                          algo=SimpleNamespace(load_state_dict=lambda d: fresh.load_state_dict(d["opt"])))
+    runs = SeedRuns.__new__(SeedRuns)
+    runs.runs = [run]
+    assert runs.load(str(tmp_path)) == 7
+    states = list(fresh.state.values())
+    assert len(states) == 2
+    for st in states:
+        assert st["step"].device.type == "cpu" and float(st["step"]) == 1.0
+        assert st["exp_avg"].device.type == "meta" and st["exp_avg_sq"].device.type == "meta"
+
+
+def test_no_cuda_is_one_line_error_before_training(monkeypatch):
+    """A trial that asks for a GPU on a worker whose torch cannot use CUDA fails at once with one line naming the
+    fix (the train loop's check, reached here without Ray Train: its context is faked, CUDA made absent)."""
+    import ray.train
+
+    from platform import training
+    from platform.spec import load_spec
+
+    spec = load_spec("search_spaces/quickstart.yaml")
+    spec = spec.__class__.from_dict({**spec.to_dict(), "resources": {**spec.to_dict()["resources"],
+                                                                    "gpus_per_worker": 0.5}})
+    assert spec.resources.gpus_per_worker == 0.5
+    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_world_rank=lambda: 0,
+                                                                          get_world_size=lambda: 1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as e:
+        training.train_loop({"spec": spec.to_dict(), "params": {}})
+    msg = str(e.value)
+    assert "\n" not in msg and "gpus_per_worker is 0.5" in msg and "cannot use CUDA" in msg
+    assert "install torch's CUDA build there, or set gpus_per_worker: 0" in msg
 
 
 # ----------------------------------------------------------------------------- DPM-Solver: no device reads
@@ -288,7 +366,6 @@ def test_train_options_for_cuda_math_are_named_in_study_files():
 
 # ----------------------------------------------------------------------------- on CUDA (`python -m pytest -m gpu`)
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch's CUDA build and a GPU)")
 
 
 def _cuda(batch: dict) -> dict:
@@ -314,7 +391,7 @@ def test_every_algorithm_updates_and_acts_on_cuda(bf16):
             metrics = algo.update(_cuda(batch(algo, seed=step)))
             assert all(np.isfinite(float(v)) for v in metrics.values()), (name, metrics)
         params = [v for v in algo.state_dict().values() if isinstance(v, dict)]
-        assert any(t.is_cuda for d in params for t in d.values() if torch.is_tensor(t)), name
+        assert all(t.is_cuda for d in params for t in d.values() if torch.is_tensor(t)), name
         out = algo.act(observations(algo).cuda())
         assert out.is_cuda and out.dtype == torch.float32 and torch.isfinite(out).all(), name
 
