@@ -463,18 +463,25 @@ def test_behaviour_policies_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_policy_plays_at_its_recorded_level(name):
-    """A shipped behaviour policy loads with weights_only, and its seeded check collection (one episode per env,
-    up to a few thousand steps) plays at the level recorded when it was exported.
+    """A shipped behaviour policy loads with weights_only, replays its seeded check collection, and its mode (the
+    deterministic policy that scored the recorded ``eval_return_mean`` when it was exported) plays at least D4RL's
+    medium level and 0.8x its recorded mean over 40 episodes.
 
     Not to the digit: MuJoCo's contact dynamics amplify the last bit of a float (a 1e-7 relative change of the
     actions moved walker2d's return over 500 steps by 20% and halfcheetah's over 100 steps by 2%), so another CPU
-    or MuJoCo build replays other episodes (walker2d: 1811/1650 on an AMD EPYC vs 1218/2502 recorded). A broken
-    policy or loader plays far below half its recorded mean."""
+    or MuJoCo build replays other episodes (walker2d: 1811/1650 on an AMD EPYC vs 1218/2502 recorded).  Measured
+    here over 40 episodes, seeds 0-4: halfcheetah 3986-4065 (recorded 3997, medium 3858), hopper 1364-1485 (1481,
+    1065), walker2d 1680-2159 (1993, 1532; its episodes spread from 275 to 3246).  A few seconds per policy."""
+    from platform.datasets.behaviour import _actor_policy
+    from platform.datasets.collect import ENVS, collect
     from platform.datasets.generate import check_shipped_policy, load_shipped_policy, medium_threshold
 
     env, quality = name.split("-", 1)
-    _, meta = load_shipped_policy(env, quality)
+    actor, meta = load_shipped_policy(env, quality)
     assert meta["generator_version"] >= 2 and meta["eval_return_mean"] >= medium_threshold(env)
     now, recorded = check_shipped_policy(env, quality)
     assert len(now) == len(recorded) and np.all(np.isfinite(now))
-    assert np.mean(now) >= 0.5 * np.mean(recorded), (now, recorded)
+    returns = collect(ENVS[env]["env_id"], _actor_policy(actor, deterministic=True), seed=0, n_episodes=40,
+                      n_envs=40)["episode_returns"]
+    floor = max(medium_threshold(env), 0.8 * meta["eval_return_mean"])
+    assert len(returns) == 40 and returns.mean() >= floor, (returns.mean(), floor, meta["eval_return_mean"])
