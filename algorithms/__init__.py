@@ -129,6 +129,15 @@ def build_config(name: str, params: dict):
     return config_cls(**params)
 
 
+def resolve_params(name: str, dataset: str, params: dict) -> tuple[dict, list[str]]:
+    """A study's config fields for one trial: ``params`` (the study's fixed and searched values) over the paper's
+    per-task values for ``dataset`` (``Algorithm.paper_settings``) over the class defaults.  Returns the merged
+    fields and the sorted names of those that came from the paper's per-task table."""
+    _, algo_cls = get(name)
+    per_task = {k: v for k, v in algo_cls.paper_settings(dataset).items() if k not in params}
+    return {**per_task, **params}, sorted(per_task)
+
+
 def build(name: str, config, spec, device="cpu"):
     """The one way to make an algorithm: ``config`` a config instance or a dict of its fields, ``spec`` an
     ``EnvSpec`` or its dict (as stored in checkpoints), ``device`` a torch device or its name."""
@@ -146,4 +155,4 @@ def build(name: str, config, spec, device="cpu"):
     return algo_cls(config, spec, torch.device(device))
 
 
-__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "build", "field"]
+__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "resolve_params", "build", "field"]

@@ -61,6 +61,16 @@ class Algorithm:
     data_parallel: ClassVar[bool] = False
     # train.compile: the networks (attribute names) whose forward torch.compile fuses; empty: not supported
     compile_modules: ClassVar[tuple[str, ...]] = ()
+    # act's actions always lie in the action box (EDP: False, its authors' sampler leaves the last step unclipped,
+    # a few hundredths over; the rollout clips at the env and counts them, platform/evaluation.py)
+    acts_in_box: ClassVar[bool] = True
+
+    @classmethod
+    def paper_settings(cls, dataset: str) -> dict:
+        """The config values the paper's public code uses for ``dataset``'s task (``algorithms/paper_settings.py``):
+        the platform fills the fields a study leaves unset with them (``algorithms.resolve_params``) and records
+        them as "paper, per task".  Default: none (one setting for every task)."""
+        return {}
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from algorithms import EnvSpec
 from algorithms.common import lr_factor
 from algorithms.diffusion.nets import SinusoidalPosEmb
+from algorithms.diffusion.dpm_solver import sampler_problem
 from algorithms.diffusion.samplers import ddim_sample, ddpm_sample
 from algorithms.diffusion.schedules import DiffusionSchedule
 from algorithms.normalization import RangeNormalized, range_normalizer
@@ -128,6 +129,9 @@ class DiffusionPolicyConfig:
         if self.sampler == "ddpm" and self.n_inference_steps != self.n_timesteps:
             raise ValueError(f"sampler 'ddpm' runs the full chain: n_inference_steps must equal n_timesteps "
                              f"({self.n_timesteps}), got {self.n_inference_steps}; use sampler 'ddim' for fewer steps")
+        problem = sampler_problem(self.sampler, self.n_timesteps, self.n_inference_steps)
+        if problem is not None:
+            raise ValueError(f"sampler {self.sampler!r} with n_inference_steps={self.n_inference_steps}: {problem}")
         if self.ddim_eta < 0:
             raise ValueError(f"ddim_eta must be >= 0, got {self.ddim_eta}")
         if self.backbone == "cnn":

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from algorithms import EnvSpec
+from algorithms import EnvSpec, paper_settings
 from algorithms.common import Algorithm, TwinQ, coerce_field_types, ema_update, soft_update
 from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
 from algorithms.diffusion.samplers import ddpm_chain, ddpm_loss, ddpm_noise
@@ -242,6 +242,11 @@ class DiffusionQL(Algorithm):
 
     data_kind = "transitions"
     compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # train.compile: inside the step's two graphs
+
+    @classmethod
+    def paper_settings(cls, dataset: str) -> dict:
+        """The public code's per-task values (``algorithms.paper_settings.diffusion_ql``)."""
+        return paper_settings.diffusion_ql(dataset)
 
     def __init__(self, config: DQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

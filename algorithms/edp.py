@@ -49,15 +49,14 @@ sin], [s, a, t]), and batches drawn by the platform's sampler.  Batches: D4RL tr
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from algorithms import EnvSpec
-from algorithms.diffusion.dpm_solver import dpm_solver_eps_sample, dpm_solver_sample
+from algorithms import EnvSpec, paper_settings
+from algorithms.diffusion.dpm_solver import dpm_solver_eps_sample, dpm_solver_sample, sampler_problem
 from algorithms.diffusion.nets import NoiseMLP, mlp
 from algorithms.diffusion.samplers import ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
@@ -69,34 +68,7 @@ SAMPLERS = ("dpm_solver", "dpm_solver_pp", "ddpm")
 REWARD_SHAPINGS = ("auto", "none", "antmaze", "minmax")
 ACTION_CLIP = 0.999  # dataset actions are clipped to this fraction of the bounds (the code's clip_action)
 
-# The code's per-task gradient-norm caps (diffusion/hps.py, the same table as Diffusion-QL's main.py).
-GRAD_NORMS = {
-    "halfcheetah-medium": 9.0, "hopper-medium": 9.0, "walker2d-medium": 1.0,
-    "halfcheetah-medium-replay": 2.0, "hopper-medium-replay": 4.0, "walker2d-medium-replay": 4.0,
-    "halfcheetah-medium-expert": 7.0, "hopper-medium-expert": 5.0, "walker2d-medium-expert": 5.0,
-    "antmaze-umaze": 2.0, "antmaze-umaze-diverse": 3.0, "antmaze-medium-play": 2.0,
-    "antmaze-medium-diverse": 1.0, "antmaze-large-play": 10.0, "antmaze-large-diverse": 7.0,
-    "pen-human": 7.0, "pen-cloned": 8.0, "kitchen-complete": 9.0, "kitchen-partial": 10.0, "kitchen-mixed": 10.0,
-}
-DEFAULT_GRAD_NORM = 1.0  # tasks the table does not name (e.g. Pendulum)
-
-
-def task_key(name: str) -> str:
-    """``"generated:hopper-medium"``, ``"d4rl:hopper-medium-v2"``, ``"minari:D4RL/kitchen/mixed-v2"`` -> the table's key."""
-    name = name.split(":", 1)[-1].lower()
-    if name.endswith(".hdf5"):  # a file: its name
-        name = name.rsplit("/", 1)[-1][:-5]
-    else:  # Minari ids: "D4RL/kitchen/mixed-v2" -> "kitchen-mixed"
-        name = "-".join(p for p in name.split("/") if p not in ("d4rl", "mujoco", ""))
-    return re.sub(r"-v\d+$", "", name)
-
-
-def domain(name: str) -> str:
-    """``"antmaze"``, ``"kitchen"``, ``"adroit"`` or ``"other"``, from the task's first word (``pendulum`` is not ``pen``)."""
-    first = task_key(name).split("-")[0]
-    if first in ("antmaze", "kitchen"):
-        return first
-    return "adroit" if first in ("pen", "door", "hammer", "relocate") else "other"
+DEFAULT_GRAD_NORM = 1.0  # tasks the code's table (algorithms/paper_settings.py) does not name (e.g. Pendulum)
 
 
 @dataclass
@@ -181,6 +153,10 @@ class EDPConfig:
              "n_timesteps, sampler_steps and n_action_samples must be >= 1")
         need(self.sampler == "ddpm" or self.n_timesteps >= 2, "DPM-Solver needs n_timesteps >= 2 (or sampler: ddpm)")
         need(self.dpm_order in (1, 2, 3), f"dpm_order must be 1, 2 or 3, got {self.dpm_order}")
+        if self.sampler != "ddpm":  # settings that cannot sample the model's distribution (measured: dpm_solver.py)
+            problem = sampler_problem(self.sampler, self.n_timesteps, self.sampler_steps, self.dpm_order)
+            need(problem is None, f"sampler {self.sampler!r} with sampler_steps={self.sampler_steps}, "
+                                  f"n_timesteps={self.n_timesteps}: {problem}")
         need(0 < self.dpm_t_end < 1, f"dpm_t_end must be in (0, 1), got {self.dpm_t_end}")
         need(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
         need(self.lr > 0 and self.hidden_dim >= 1 and 0 <= self.gamma <= 1 and 0 < self.tau <= 1,
@@ -202,10 +178,16 @@ class EDP(Algorithm):
     """EDP agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
+    acts_in_box = False  # the code's DPM-Solver leaves its last step unclipped (measured: 4% of actions, max 1.02)
     # train.compile: each head of a twin critic on its own, since the Q1 and Q2 losses backward separately
     # (one compiled graph for both heads frees its saved tensors at the first backward)
     compile_modules = ("actor", "ema_actor", "critic.q1_model", "critic.q2_model", "critic_target.q1_model",
                        "critic_target.q2_model")
+
+    @classmethod
+    def paper_settings(cls, dataset: str) -> dict:
+        """The public code's per-task values (``algorithms.paper_settings.edp``)."""
+        return paper_settings.edp(dataset)
 
     def __init__(self, config: EDPConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg, self.spec, self.device = config, spec, torch.device(device)
@@ -247,9 +229,9 @@ class EDP(Algorithm):
     def fit_dataset(self, data) -> None:
         """Per-task settings from the dataset (its ``name``, ``rewards (N,)``, ``episode_ends (E,)``), as the code."""
         c, name = self.cfg, getattr(data, "name", "") or ""
-        dom = domain(name)
-        if c.grad_norm is None:
-            self.grad_norm = GRAD_NORMS.get(task_key(name), DEFAULT_GRAD_NORM)
+        dom = paper_settings.domain(name)
+        if c.grad_norm is None:  # the platform resolves it before (algorithms.resolve_params); library use lands here
+            self.grad_norm = paper_settings.edp(name).get("grad_norm", DEFAULT_GRAD_NORM)
         if c.reward_shaping == "auto":
             self.shaping = {"antmaze": "antmaze", "kitchen": "minmax", "adroit": "minmax"}.get(dom, "none")
         if c.norm_reward is None:

@@ -17,7 +17,9 @@ with the dataset's mean/std; rewards are rescaled per domain (``reward_scaling``
 * ``"antmaze"``: ``r - 1``, to be used with ``expectile=0.9, temperature=10`` (the paper's AntMaze values);
 * ``"none"``.
 
-Defaults follow the paper (Appendix B) as implemented in CORL's ``algorithms/offline/iql.py``
+Per-task settings (``IQL.paper_settings``, the IQL code's configs by domain): locomotion expectile 0.7 /
+temperature 3 / "returns"; AntMaze 0.9 / 10 / "antmaze"; Kitchen and Adroit 0.7 / 0.5 / "none" with policy
+dropout 0.1.  Defaults follow the paper (Appendix B) as implemented in CORL's ``algorithms/offline/iql.py``
 (tinkoff-ai/CORL, the reference for defaults here): e.g. Q loss averaged over the two heads, V updated
 before Q, the advantage taken from the V of before its update, ``normalize=True``, ``LOG_STD_MIN = -20``.
 CORL's Gaussian mean is ``tanh(mlp(s))`` and its actions are clipped to ``max_action`` only when
@@ -42,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from algorithms import EnvSpec
+from algorithms import EnvSpec, paper_settings
 from algorithms.diffusion.nets import mlp
 from algorithms.common import (Algorithm, ObsNormalizer, TwinCritic, advantage_weights, batch_tensors, coerce_field_types,
                                expectile_loss, reward_scale_from_returns, soft_update)
@@ -82,6 +84,9 @@ class IQLConfig:
     """"returns": r * ``reward_scale_steps`` / (max - min episode return) (locomotion); "antmaze": r - 1; "none"."""
     reward_scale_steps: float = 1000.0
     """The numerator of the "returns" scaling (paper / CORL: 1000, the locomotion episode length)."""
+    actor_dropout: float = 0.0
+    """Dropout rate after each hidden layer of the policy in training (paper / code: 0.1 for Kitchen and Adroit,
+    none elsewhere; ``paper_settings`` resolves it per domain)."""
     normalize_obs: bool = True
     """Normalize states with the dataset's mean and std (CORL: normalize=True)."""
     obs_std_eps: float = 1e-3
@@ -113,6 +118,7 @@ class IQLConfig:
         need(self.reward_scaling in REWARD_SCALINGS,
              f"reward_scaling must be one of {', '.join(REWARD_SCALINGS)}, got {self.reward_scaling!r}")
         need(self.reward_scale_steps > 0, f"reward_scale_steps must be > 0, got {self.reward_scale_steps}")
+        need(0 <= self.actor_dropout < 1, f"actor_dropout must be in [0, 1), got {self.actor_dropout}")
         need(self.obs_std_eps >= 0, f"obs_std_eps must be >= 0, got {self.obs_std_eps}")
         need(self.min_log_std < self.max_log_std,
              f"min_log_std ({self.min_log_std}) must be < max_log_std ({self.max_log_std})")
@@ -122,6 +128,11 @@ class IQL(Algorithm):
     """IQL agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
+
+    @classmethod
+    def paper_settings(cls, dataset: str) -> dict:
+        """The public code's per-task values (``algorithms.paper_settings.iql``)."""
+        return paper_settings.iql(dataset)
 
     def __init__(self, config: IQLConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config
@@ -133,6 +144,10 @@ class IQL(Algorithm):
         self.obs_norm = ObsNormalizer(spec.obs_dim).to(dev)
         self.reward_scale = torch.tensor(1.0, device=dev)  # set by fit_dataset for reward_scaling="returns"
         self.actor = mlp(spec.obs_dim, spec.act_dim, c.hidden_dim, c.n_hidden, act=nn.ReLU).to(dev)
+        if c.actor_dropout > 0:  # the code's dropout after every hidden activation of the policy (Kitchen / Adroit)
+            layers = [m for layer in self.actor for m in
+                      ((layer, nn.Dropout(c.actor_dropout)) if isinstance(layer, nn.ReLU) else (layer,))]
+            self.actor = nn.Sequential(*layers).to(dev)
         self.log_std = nn.Parameter(torch.zeros(spec.act_dim, device=dev))
         self.critic = TwinCritic(spec.obs_dim, spec.act_dim, c.hidden_dim, c.n_hidden).to(dev)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -253,7 +268,12 @@ class IQL(Algorithm):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """``obs (B, 1, obs_dim) -> (B, 1, act_dim)``: the policy's mean on normalized states."""
         s = torch.as_tensor(obs)[:, -1].to(self.device, torch.float32)
-        return self.dist_params(self.obs_norm(s))[0].unsqueeze(1)
+        training = self.actor.training
+        self.actor.eval()  # no dropout when acting (the code: deterministic=True)
+        try:
+            return self.dist_params(self.obs_norm(s))[0].unsqueeze(1)
+        finally:
+            self.actor.train(training)
 
     # ------------------------------------------------------------------ plain-tensor checkpoints
 

@@ -1,9 +1,11 @@
 """The sweep's console: one line per evaluation and per finished trial, a status line with the best score and an
-ETA, and a filter that keeps Ray's own noise off the console (its log files keep everything)."""
+ETA, one line per trial the first time a health flag goes up (``platform/health.py``), and a filter that keeps Ray's own noise off the console (its log files keep everything)."""
 from __future__ import annotations
 
 import math
 import time
+
+from platform import health
 
 
 class ProgressPrinter:
@@ -19,6 +21,7 @@ class ProgressPrinter:
         self.started: dict[str, float] = {}  # trial id -> when it started
         self.reports: dict[str, list[tuple[float, int]]] = {}  # trial id -> its last two (time, step) reports
         self.best: tuple[float, str] | None = None
+        self.flagged: set[tuple[str, str]] = set()  # (trial id, health flag) already said
         printer = self
         sign = 1.0 if mode == "max" else -1.0
 
@@ -29,6 +32,10 @@ class ProgressPrinter:
             def on_trial_result(cb, iteration, trials, trial, result):
                 seen = printer.reports.setdefault(trial.trial_id, [])
                 seen[:] = seen[-1:] + [(time.time(), int(result.get("step") or 0))]
+                for kind, reason in health.report_flags(result).items():  # once per trial and kind
+                    if (trial.trial_id, kind) not in printer.flagged:
+                        printer.flagged.add((trial.trial_id, kind))
+                        print(f"[sweep] {trial.trial_id} health at step {result.get('step')}: {reason}", flush=True)
                 if result.get("resumed_from_step") is not None:  # a worker restarted (a failure, or --resume)
                     print(f"[sweep] {trial.trial_id} resumed from step {result['resumed_from_step']} (its "
                           f"checkpoint: a worker restarted, Ray's logs say why)", flush=True)

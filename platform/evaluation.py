@@ -11,7 +11,10 @@ Metrics (per evaluated model): ``eval/return_mean``, ``eval/return_std``, ``eval
 (D4RL's ``100 * (R - random) / (expert - random)`` when the task has reference returns; for
 Push-T, 100 x the mean over episodes of each episode's best reward, the paper's test score),
 ``eval/success_rate``, ``eval/max_reward_mean``, ``eval/length_mean``, ``eval/act_ms`` (mean wall time of one
-batched ``act`` call: a policy's sampling cost, e.g. K or the solver's steps).
+batched ``act`` call: a policy's sampling cost, e.g. K or the solver's steps), and the health metrics
+``eval/action_out_of_box`` (share of the policy's actions beyond the env's action box by more than 1% of its
+half-width) and ``eval/action_excess_max`` (the largest excess, in half-widths).  Every action is clipped to the
+box before ``env.step``, as every public evaluation loop does (by clamp or wrapper).
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
     out: list[dict] = []
     n_envs = len(env_fns)
     envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    low, high = action_box(envs.single_action_space)
     rng_state = torch.get_rng_state()
     try:
         for start in range(0, len(seeds), n_envs):
@@ -65,6 +69,8 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
             success = np.zeros(n_envs, dtype=bool)
             done = np.zeros(n_envs, dtype=bool)
             done[n:] = True
+            n_actions, n_out = np.zeros(n_envs, dtype=int), np.zeros(n_envs, dtype=int)
+            excess_max = np.zeros(n_envs)
             act_s, act_calls = 0.0, 0
             frames: list[list] = [[] for _ in range(n_envs)]
 
@@ -82,8 +88,12 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
                     actions = algo.act(obs_seq).cpu().numpy()  # (B, Ta, act_dim)
                 act_s, act_calls = act_s + time.perf_counter() - tick, act_calls + 1
                 for t in range(actions.shape[1]):
-                    obs, reward, term, trunc, info = envs.step(actions[:, t])
+                    action, excess = clip_to_box(actions[:, t], low, high)
+                    obs, reward, term, trunc, info = envs.step(action)
                     live = ~done
+                    n_actions[live] += 1
+                    n_out[live] += excess[live] > OUT_OF_BOX_TOLERANCE
+                    excess_max[live] = np.maximum(excess_max[live], excess[live])
                     ret[live] += reward[live]
                     best[live] = np.maximum(best[live], reward[live])
                     length[live] += 1
@@ -98,13 +108,41 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
             for i in range(n):
                 out.append({"seed": int(chunk[i]), "return": float(ret[i]), "max_reward": float(best[i]),
                             "length": int(length[i]), "success": bool(success[i]),
-                            "act_ms": 1000.0 * act_s / max(1, act_calls)})  # one act call for the batch of envs
+                            "act_ms": 1000.0 * act_s / max(1, act_calls),  # one act call for the batch of envs
+                            "actions": int(n_actions[i]), "actions_out": int(n_out[i]),
+                            "excess_max": float(excess_max[i])})
                 if render_every:
                     out[-1]["frames"] = frames[i]
     finally:
         envs.close()
         torch.set_rng_state(rng_state)
     return out
+
+
+# An action counts as out of the box when some coordinate is beyond its bound by more than this fraction of the
+# box's half-width: EDP's faithful sampler leaves its last step unclipped, a few hundredths over is normal.
+OUT_OF_BOX_TOLERANCE = 0.01
+
+
+def action_box(space) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The finite bounds ``(low, high)`` of a Box action space, ``(None, None)`` for any other space."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return None, None
+    return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+
+def clip_to_box(actions: np.ndarray, low, high) -> tuple[np.ndarray, np.ndarray]:
+    """``actions (B, act_dim)`` clipped to the box (what every public evaluation loop steps), and each action's
+    largest excess beyond it in units of the box's half-width ``(B,)`` (0 inside; a non-finite action: inf)."""
+    if low is None:
+        return actions, np.zeros(len(actions))
+    half = np.maximum((high - low) / 2, 1e-12)
+    a = np.asarray(actions, dtype=np.float64)
+    excess = np.max(np.maximum(a - high, low - a) / half, axis=-1).clip(min=0.0)
+    excess = np.where(np.all(np.isfinite(a), axis=-1), excess, np.inf)
+    clipped = np.clip(np.nan_to_num(a, nan=0.0), low, high).astype(np.asarray(actions).dtype, copy=False)
+    return clipped, excess
 
 
 def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max: float | None) -> dict:
@@ -123,6 +161,10 @@ def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max:
         "eval/episodes": len(episodes),
         # wall time of one act call (all of an actor's envs at once, on its CPU share): the sampling cost
         "eval/act_ms": float(np.mean([e.get("act_ms", float("nan")) for e in episodes])),
+        # health: the policy's actions beyond the env's box (before the clip at the env), share and largest excess
+        "eval/action_out_of_box": (sum(e.get("actions_out", 0) for e in episodes)
+                                   / max(1, sum(e.get("actions", 0) for e in episodes))),
+        "eval/action_excess_max": float(max((e.get("excess_max", 0.0) for e in episodes), default=0.0)),
     }
     if env_id in PUSHT_IDS:
         m["eval/normalized_score"] = 100.0 * float(best.mean())

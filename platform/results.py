@@ -5,9 +5,12 @@ One row per (trial, seed, report point)::
     sweep, trial_id, algorithm, dataset, env, seed, config/<param>..., step, time_s,
     train/<metric>..., eval/return_mean, eval/return_std, eval/normalized_score,
     eval/success_rate, eval/act_ms, ..., time/steps_per_s, time/ms_per_step, node/train, node/eval,
-    status, error, paper_default
+    status, error, paper_default, per_task
 
-A trial a scheduler stopped early has status ``STOPPED``.  ``paper_default`` marks the trial that ran the
+``config/<param>`` holds what the trial trained with: the study's values over the paper's per-task values for
+the dataset (``algorithms.resolve_params``); ``per_task`` names the params that came from the paper's table.
+Health columns: ``eval/action_out_of_box``, ``eval/action_excess_max``, ``train/nonfinite_losses`` and, for
+Q-learning algorithms, ``train/q_mean``.  A trial a scheduler stopped early has status ``STOPPED``.  ``paper_default`` marks the trial that ran the
 paper's setting (the algorithm's defaults for every searched parameter, run first by Optuna studies).
 A failed trial keeps its rows (status ``ERROR``) and, if it never reported, gets one row with the
 reason in ``error``.  The file is written atomically (temp file + rename) and merged with what is
@@ -23,6 +26,7 @@ import re
 
 import pandas as pd
 
+import algorithms
 from platform import history
 from platform.checkpoint import atomic_write
 from platform.spec import SweepSpec
@@ -43,13 +47,15 @@ def save_spec(spec: SweepSpec, storage: str) -> None:
 
 def rows_from_history(reports: list[dict], *, sweep: str, trial_id: str, algorithm: str, dataset: str, env: str,
                       seeds: list[int], params: dict, status: str, error: str | None,
-                      paper_default: bool = False) -> list[dict]:
+                      paper_default: bool = False, per_task: list[str] = ()) -> list[dict]:
     """Turn a trial's reported results (flat dicts) into one row per (seed, step).
 
-    ``paper_default``: the trial ran the paper's setting (the study's first, ``search.paper_point``)."""
+    ``paper_default``: the trial ran the paper's setting (the study's first, ``search.paper_point``);
+    ``per_task``: the names of ``params`` that came from the paper's per-task table (column ``per_task``)."""
     rows = []
     base = {"sweep": sweep, "trial_id": trial_id, "algorithm": algorithm, "dataset": dataset, "env": env,
-            "status": status, "error": error, "paper_default": bool(paper_default)}
+            "status": status, "error": error, "paper_default": bool(paper_default),
+            "per_task": ",".join(per_task)}
     base.update({f"config/{k}": _plain(v) for k, v in params.items()})
     for result in reports:
         step = result.get("step")
@@ -99,14 +105,15 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         trial_id = _trial_id(result)
         tspec, searched = spec.for_trial(result.config or {})  # the trial's algorithm, dataset and fixed config
         env = tspec.env or dataset_env_id(tspec.dataset)
-        params = {**tspec.config, **searched}
+        # what the trial trained with: the study's values over the paper's per-task ones (training.py does the same)
+        params, per_task = algorithms.resolve_params(tspec.algorithm, tspec.dataset, {**tspec.config, **searched})
         reports = _trial_history(result, history.history_dir(storage, spec.name) if storage else None, trial_id)
         last_step = max((int(h["step"]) for h in reports if h.get("step") is not None), default=0)
         # ended without an error before its budget: a scheduler (ASHA) stopped it
         status = "ERROR" if result.error else "STOPPED" if last_step < spec.train.steps else "TERMINATED"
         rows += rows_from_history(reports, sweep=spec.name, trial_id=trial_id,
                                   algorithm=tspec.algorithm, dataset=tspec.dataset, env=env, seeds=spec.train.seeds,
-                                  params=params, status=status, error=_error_line(result.error),
+                                  params=params, per_task=per_task, status=status, error=_error_line(result.error),
                                   paper_default=point is not None and all(
                                       _same(searched.get(k), v) for k, v in point.items()))
     return pd.DataFrame(rows)

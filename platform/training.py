@@ -116,15 +116,23 @@ def accumulate(sums: dict, metrics: dict) -> None:
 
 
 def means(sums: dict, count: int, seed: int, step: int) -> dict[str, float]:
-    """The sums' means as floats, read from the device in one transfer; raises on NaN/inf (a diverged trial)."""
+    """The sums' means as floats, read from the device in one transfer, and ``train/nonfinite_losses``: how many
+    of them are NaN/inf (a diverged seed; the loop reports it, then fails the trial with ``nonfinite_error``)."""
     keys = [k for k, v in sums.items() if torch.is_tensor(v)]
     values = dict(zip(keys, torch.stack([sums[k].float() for k in keys]).tolist())) if keys else {}
     out = {k: values.get(k, v) / max(count, 1) for k, v in sums.items()}
     out = {k: float(v) for k, v in out.items()}
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
-    if bad:
-        raise FloatingPointError(f"seed {seed}: {', '.join(bad)} became non-finite before step {step}")
+    out["train/nonfinite_losses"] = float(sum(not math.isfinite(v) for v in out.values()))
     return out
+
+
+def nonfinite_error(per_seed: dict[int, dict], step: int) -> FloatingPointError | None:
+    """The one-line error of the first seed whose metrics became non-finite, or None when all are finite."""
+    for seed, m in per_seed.items():
+        bad = [k for k, v in m.items() if k.startswith("train/") and not math.isfinite(v)]
+        if bad:
+            return FloatingPointError(f"seed {seed}: {', '.join(bad)} became non-finite before step {step}")
+    return None
 
 
 class SeedRun:
@@ -316,7 +324,8 @@ def train_loop(loop_config: dict) -> None:
 
     data = load_dataset(spec.dataset)
     env_spec = data.env_spec()
-    config_params = {**spec.config, **params}
+    # the study's values over the paper's per-task ones for this dataset (algorithms/paper_settings.py)
+    config_params, _ = algorithms.resolve_params(spec.algorithm, spec.dataset, {**spec.config, **params})
     if "max_steps" in algorithms.config_fields(spec.algorithm) and "max_steps" not in config_params:
         config_params["max_steps"] = spec.train.steps  # lr schedules span this trial's budget, not the paper's
     config = algorithms.build_config(spec.algorithm, config_params)
@@ -420,6 +429,10 @@ def train_loop(loop_config: dict) -> None:
             elapsed = time.perf_counter() - t_window
             sps = steps_window * len(seeds) / max(train_time, 1e-9)
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
+            diverged = nonfinite_error(per_seed, step)
+            if diverged is not None:  # recorded (train/nonfinite_losses > 0), then the trial fails in one line
+                publish(step, per_seed, False, sps, elapsed, 0.0, None)
+                raise diverged
             if pending is not None:
                 p_step, job, p_seed, p_sps, p_elapsed, p_ckpt = pending
                 tick = time.perf_counter()

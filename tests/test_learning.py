@@ -58,7 +58,9 @@ def test_edp_matches_dql_in_less_time(data_dir):
 
 def test_edp_learns_at_every_k(data_dir):
     """EDP's linear_scaled schedule ends near pure noise at any K: K=5 and K=1000 both learn (the unscaled
-    linear schedule scored 76.1 at K=5 vs 89.2 at K=1000 here, seed 0, with the earlier EDP)."""
-    scores = {K: np.mean([train_and_score("edp", 3000, s, n_timesteps=K)[0] for s in (0, 1)]) for K in (5, 1000)}
+    linear schedule scored 76.1 at K=5 vs 89.2 at K=1000 here, seed 0, with the earlier EDP).  At K = 5 the
+    noise-prediction DPM-Solver is refused (it stops on a noisy step): the 5-step chain samples instead."""
+    scores = {K: np.mean([train_and_score("edp", 3000, s, n_timesteps=K, **({"sampler": "ddpm"} if K < 20 else {}))[0]
+                          for s in (0, 1)]) for K in (5, 1000)}
     print(f"EDP K=5 {scores[5]:.1f}, K=1000 {scores[1000]:.1f}")
     assert scores[5] > 70 and scores[1000] > 70

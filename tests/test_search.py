@@ -57,7 +57,7 @@ def test_objectives_validated_and_first_is_the_metric(tmp_path):
     def study(search: str):
         f = tmp_path / "s.yaml"
         f.write_text(open("search_spaces/edp_steps.yaml").read().split("search:")[0] + "search:\n" + search +
-                     "  space:\n    n_timesteps: {logint: [5, 1000]}\n")
+                     "  space:\n    n_timesteps: {logint: [20, 1000]}\n")
         return load_spec(str(f))
 
     ok = study("  searcher: optuna\n  num_samples: 4\n  objectives: {eval/normalized_score: max, eval/act_ms: min}\n")

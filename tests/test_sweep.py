@@ -170,6 +170,11 @@ def test_multi_algorithm_study_one_parquet(tmp_path, data_dir):
     assert by_algo["config/eta"].first()["dql"] == 0.5 and pd.isna(by_algo["config/eta"].first()["bc"])
     assert by_algo["config/hidden_dim"].first()["bc"] == 32
     assert df["eval/return_mean"].notna().all()
+    # health columns in every results file: both policies act inside Pendulum's box, no loss went non-finite
+    assert (df["eval/action_out_of_box"] == 0).all() and (df["eval/action_excess_max"] == 0).all()
+    assert (df["train/nonfinite_losses"] == 0).all()
+    assert df.loc[df["algorithm"] == "dql", "train/q_mean"].notna().all()
+    assert (df["per_task"] == "").all()  # no paper lists per-task settings for Pendulum
 
 
 def test_workers_that_cannot_import_the_project_fail_fast(tmp_path):

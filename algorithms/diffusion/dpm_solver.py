@@ -236,3 +236,51 @@ def dpm_solver_eps_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, ord
                 x_t = x_t - (1.0 / r2) * (t["sigma"] * phi_2) * (eps_at(x_s2, s2) - e_s)
             x = x_t
         return x
+
+
+# ----------------------------------------------------------------------------- settings that break a sampler
+
+MIN_EPS_SOLVER_K = 20      # below it the solver stops at t = 1/K, where abar is far from 1 (0.80 at K = 5)
+MIN_EPS_SOLVER_CALLS = 10  # fewer: W1 to the data 0.12 - 0.33 (order 3, K = 1000), exact-predictor test below
+MIN_PP_STEPS = 5           # DPM-Solver++(2M) at 3 steps: W1 0.18 at K = 1000 against 0.07 at 5
+MIN_DDIM_STEPS = 8         # DDIM at 5 of K = 100 cosine steps: W1 0.13 against 0.05 at 8
+
+
+def sampler_problem(sampler: str, n_timesteps: int, n_steps: int, order: int = 3) -> str | None:
+    """Why ``(sampler, K, n_steps, order)`` cannot sample its model's distribution, or None when it can.
+
+    Measured with the exact noise predictor of a two-mode Gaussian mixture (``tests/test_sampler_settings.py``,
+    modes -0.6 / 0.5, std 0.08, actions in [-1, 1]):
+
+    * ``dpm_solver`` (noise prediction, singlestep) whose *last* step is of order >= 2: that step runs from about
+      t = 0.4 (abar 0.19) to t_end and its correction doubles a difference of two noise predictions that the
+      eps clip cannot bound; the sample there is not clipped.  At 5 calls (orders [3, 2]) 98% of samples left
+      [-1, 1] (max 6.95, W1 to the data 3.3); at 8, 11, 14, 17 and 20 calls 98%, 55%, 24%, 8% and 3%.
+    * ``dpm_solver`` below ``MIN_EPS_SOLVER_CALLS`` calls or at K < ``MIN_EPS_SOLVER_K``: too coarse (W1 0.12 - 0.33),
+      or it stops on a noisy step (10% out of the box at K = 5).
+    * ``dpm_solver_pp`` below ``MIN_PP_STEPS`` steps (W1 0.18 at 3 steps).
+    * ``ddim`` below ``MIN_DDIM_STEPS`` steps when K is larger (W1 0.13 at 5 steps of K = 100, cosine).
+    """
+    if sampler == "dpm_solver":
+        if n_timesteps < MIN_EPS_SOLVER_K:
+            return (f"the noise-prediction DPM-Solver needs K >= {MIN_EPS_SOLVER_K} (at K = {n_timesteps} it stops at "
+                    f"t = 1/K on a noisy step: 10% of samples out of the box at K = 5); use sampler: ddpm (the "
+                    f"{n_timesteps}-step chain) or dpm_solver_pp")
+        if n_steps < MIN_EPS_SOLVER_CALLS:
+            return (f"the noise-prediction DPM-Solver at {n_steps} calls is too coarse (below {MIN_EPS_SOLVER_CALLS}: "
+                    f"5 calls put 98% of samples out of the box); use sampler: dpm_solver_pp for few steps "
+                    f"(sampler_steps >= {MIN_PP_STEPS}), or 15 calls as the authors' code")
+        last = singlestep_orders(n_steps, order)[-1]
+        if last >= 2:
+            return (f"the noise-prediction DPM-Solver of order {order} at {n_steps} calls ends with a step of order "
+                    f"{last} over the last large jump, which throws samples out of the box (3-98% measured); use "
+                    f"{n_steps - 1} or {n_steps + 1} calls (a first-order last step; 15 as the authors' code) or "
+                    f"sampler: dpm_solver_pp")
+    if sampler == "dpm_solver_pp" and n_steps < MIN_PP_STEPS:
+        return (f"DPM-Solver++ at {n_steps} steps is too coarse (W1 to the data 0.18 at 3 steps); use "
+                f"sampler_steps >= {MIN_PP_STEPS}")
+    if sampler == "ddim" and n_steps < min(MIN_DDIM_STEPS, n_timesteps):
+        return (f"DDIM at {n_steps} of {n_timesteps} steps is too coarse (W1 to the data 0.13 at 5 of 100); use "
+                f"n_inference_steps >= {MIN_DDIM_STEPS}")
+    return None
+

@@ -142,7 +142,7 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
             ats = [t for t in ts if t.algorithm == algo]
             best = best_trial(ats)
             if best is None:
-                rows.append([algo, "no evaluated trial", str(len(ats)), "0", "—", "—", "—", "", ""])
+                rows.append([algo, "no evaluated trial", str(len(ats)), "0", "—", "—", "—", "", "", ""])
                 continue
             best_by_bench[bench][algo] = best
             ref = paper_reference(algo, best.dataset, best.env, best.params.get("backbone"))
@@ -160,11 +160,15 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
                 steps = sorted({t.final_step for t in members if t.scores.size})
                 step = str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
                 delta = fsigned(float(allx.mean()) - ref.value) if ref.value is not None and allx.size else ""
+                flagged = [t for t in members if t.flags]
+                health_cell = ("ok" if not flagged else "⚠ " + "; ".join(flagged[0].flags) if len(members) == 1
+                               else f"⚠ {len(flagged)} of {len(members)} trials flagged")
                 rows.append([algo, label, str(len(members)), str(allx.size), step, fmean_std(allx),
-                             fiqm([allx]), paper, delta])
+                             fiqm([allx]), paper, delta, health_cell])
         doc.h(3, bench)
         doc.table(Table(["algorithm", "configuration", "trials", "runs", "final step", "mean ± std",
-                         "IQM [95% CI]", "paper", "Δ vs paper"], rows, caption=f"Final normalized score on {bench}"))
+                         "IQM [95% CI]", "paper", "Δ vs paper", "health"], rows,
+                        caption=f"Final normalized score on {bench}"))
     # Across benchmarks: rliable's aggregate IQM, resampling runs within each task (stratified).
     if len(by_bench) > 1:
         rows = []
@@ -179,6 +183,25 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
         doc.table(Table(["algorithm", "benchmarks", "runs", "mean ± std", "IQM [95% CI]", "benchmarks used"], rows,
                         caption="Aggregate over benchmarks"))
     return best_by_bench
+
+
+def _health_section(doc: Doc, studies: dict[tuple, list[Trial]]) -> None:
+    """One line per (study, algorithm, dataset): ok, or each flag of platform/health.py with the trials it hit."""
+    doc.h(2, "Health")
+    doc.p("Signs that a score cannot be believed (platform/health.py): more than 1% of a run's actions beyond the "
+          "action box at its last evaluation (clipped at the env, as every public evaluation loop does), a "
+          "non-finite loss, a diverging Q scale, a configuration today's validation refuses, or an older run made "
+          "off the paper's per-task settings.")
+    lines = []
+    for (sweep, algo, bench), ts in studies.items():
+        flagged = [t for t in ts if t.flags]
+        if not flagged:
+            lines.append(f"`{sweep}`: {algo} on {bench}: ok ({len(ts)} trial(s))")
+            continue
+        reasons = sorted({f for t in flagged for f in t.flags})
+        lines.append(f"`{sweep}`: {algo} on {bench}: ⚠ {len(flagged)} of {len(ts)} trial(s) flagged: "
+                     + "; ".join(reasons))
+    doc.ul(lines)
 
 
 def _cost_section(doc: Doc, df: pd.DataFrame, all_trials: list[Trial], specs: dict[str, dict]) -> None:
@@ -285,7 +308,8 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
         if line:
             doc.p(line)
         doc.table(Table(["parameter", "value", "searched"],
-                        [[k, fmt_param(v), "yes" if k in params else "fixed"] for k, v in sorted(best.params.items())],
+                        [[k, fmt_param(v), "yes" if k in params else "paper, per task" if k in best.per_task
+                          else "fixed"] for k, v in sorted(best.params.items())],
                         caption=f"Best configuration of {title}"))
         ranked = sorted([t for t in ts if t.scores.size], key=lambda t: -t.mean)
         ranked += [t for t in ts if not t.scores.size]   # never evaluated: listed last, unranked
@@ -430,6 +454,7 @@ def build_report(paths: list[str], out_dir: str, protocol: str | None = None) ->
         doc.p("No run reached an evaluation: there are no scores to report.")
 
     best_by_bench = _results_section(doc, by_bench, protocol)
+    _health_section(doc, studies)
     if len(best_by_bench) > 1:  # several tasks: the whole distribution of runs, not only their IQM
         tasks_by_algo: dict[str, dict[str, np.ndarray]] = {}
         for bench, best in best_by_bench.items():

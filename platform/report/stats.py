@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from platform import health
 from platform.spec import REPORT_PROTOCOLS  # the study files' report.protocol: the same names
 
 METRIC = "eval/normalized_score"
@@ -246,6 +247,8 @@ class Trial:
     status: str
     error: str | None
     paper_default: bool = False     # ran the paper's setting (the study's first trial)
+    per_task: tuple[str, ...] = ()  # params that came from the paper's per-task table (platform/health.py's flags)
+    flags: tuple[str, ...] = ()     # health flags (platform/health.py): reasons not to believe the score
 
     @property
     def mean(self) -> float:
@@ -266,13 +269,18 @@ def trials(df: pd.DataFrame, protocol: str = "final") -> list[Trial]:
         f = fin[fin["_trial"] == key].sort_values("seed")
         errors = [e for e in g["error"].dropna().astype(str) if e.strip()]
         params = {c[len("config/"):]: _py(g[c].dropna().iloc[0]) for c in cfg if g[c].notna().any()}
+        per_task = g["per_task"].dropna().iloc[0] if "per_task" in g.columns and g["per_task"].notna().any() else ""
+        error = errors[-1] if errors else None
         out.append(Trial(key=key, sweep=first["sweep"], trial_id=first["trial_id"], algorithm=str(first["algorithm"]),
                          bench=first["_bench"], dataset=str(first["dataset"]), env=first["env"], params=params,
                          scores=f["score"].to_numpy(dtype=np.float64), seeds=[int(s) for s in f["seed"]],
                          final_step=int(f["final_step"].max()) if len(f) else int(g["step"].max()),
                          status="ERROR" if (g["status"] == "ERROR").any() else str(first["status"]),
                          error=errors[-1] if errors else None,
-                         paper_default=bool(g["paper_default"].fillna(False).astype(bool).any())))
+                         paper_default=bool(g["paper_default"].fillna(False).astype(bool).any()),
+                         per_task=tuple(p for p in str(per_task).split(",") if p),
+                         flags=tuple(health.trial_flags(g, str(first["algorithm"]), str(first["dataset"]), params,
+                                                        error))))
     return out
 
 
