@@ -83,23 +83,63 @@ def hypervolume(points, ref=(0.0, 100.0)) -> float:
     return area
 
 
-def test_multi_objective_tpe_covers_more_of_the_front_than_random():
-    """Score against cost (K): the platform's sampler in a two-objective study, as build_tuner makes it."""
+MO_STUDY = """\
+name: mo
+algorithm: dql
+dataset: generated:pendulum-medium
+search:
+  objectives: {eval/normalized_score: max, eval/act_ms: min}
+  searcher: optuna
+  num_samples: 30
+  scheduler: fifo
+  space:
+    eta: {loguniform: [0.1, 10.0]}
+    n_timesteps: {logint: [5, 100]}
+"""
+
+
+def test_multi_objective_tpe_covers_more_of_the_front_than_random(tmp_path, monkeypatch):
+    """Score against cost (K): the searcher ``build_tuner`` makes for a two-objective study (multi-objective TPE,
+    the paper's point first), driven through Tune's Searcher interface as Tune drives it, against Optuna's random
+    sampler in the same searcher, seed by seed: 40 seeds of 30 trials, hypervolume of the points scoring above 60.
+
+    Measured: TPE wins on 33 of 40 seeds (82%; medians 3665 vs 3593).  At 12 trials it is barely better (60-65% of
+    seeds), and a median comparison there cannot tell TPE from random search with other seeds."""
+    import dataclasses
+
+    import ray
+    from ray.tune.search.optuna import OptunaSearch
+
+    from platform.search import param_space
+    from platform.sweep import build_tuner
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})  # no Ray needed to build the Tuner
+    path = tmp_path / "mo.yaml"
+    path.write_text(MO_STUDY)
+    base = load_spec(str(path))
+    metrics = list(base.search.objectives)
 
-    def two(trial):
-        score = objective(trial)
-        return score, float(trial.params["K"])  # cost grows with K
+    def hv(searcher, spec) -> float:
+        searcher.set_search_properties(None, None, param_space(spec))
+        points = []
+        for i in range(spec.search.num_samples):
+            config = searcher.suggest(str(i))
+            score = objective(optuna.trial.FixedTrial({"eta": config["eta"], "K": config["n_timesteps"]}))
+            cost = float(config["n_timesteps"])  # sampling time grows with K
+            searcher.on_trial_complete(str(i), {metrics[0]: score, metrics[1]: cost})
+            points.append((score, cost))
+        return hypervolume(points, ref=(60.0, 100.0))
 
-    def median_hv(make_sampler, n=12, seeds=range(12)):
-        hv = []
-        for seed in seeds:
-            study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(seed))
-            study.optimize(two, n_trials=n)
-            hv.append(hypervolume([t.values for t in study.trials]))
-        return float(np.median(hv))
-
-    ours = median_hv(lambda s: tpe_sampler(s, 3))
-    rand = median_hv(lambda s: optuna.samplers.RandomSampler(seed=s))
-    print(f"median hypervolume, 12 trials: platform TPE {ours:.0f}, random {rand:.0f}")
-    assert ours > rand
+    ours, rand = [], []
+    for seed in range(40):
+        spec = dataclasses.replace(base, search=dataclasses.replace(base.search, seed=seed))
+        searcher = build_tuner(spec, str(tmp_path), resume=False)._local_tuner._tune_config.search_alg
+        assert isinstance(searcher, OptunaSearch)
+        ours.append(hv(searcher, spec))
+        rand.append(hv(OptunaSearch(sampler=optuna.samplers.RandomSampler(seed=seed), metric=metrics,
+                                    mode=list(base.search.objectives.values())), spec))
+    wins = float(np.mean(np.array(ours) > np.array(rand)))
+    print(f"hypervolume above score 60, 30 trials, 40 seeds: platform TPE wins {wins:.0%}, medians "
+          f"{np.median(ours):.0f} vs {np.median(rand):.0f}")
+    assert wins >= 0.7 and np.median(ours) > np.median(rand)  # chance (random vs random) is 50% +- 8%
