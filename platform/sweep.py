@@ -6,10 +6,16 @@
     python -m platform.sweep search_spaces/dql_eta.yaml --dry-run     # validate and print the plan
     python -m platform.sweep search_spaces/dp_pusht_cnn.yaml --videos  # + rollout GIFs of the best policies
     ray job submit -- python -m platform.sweep search_spaces/dql_eta.yaml   # on a cluster (see below)
+    python -m platform.sweep search_spaces/dql_eta.yaml --address auto  # join this machine's `ray start` head
+
+Without ``--address`` or ``$RAY_ADDRESS`` (outside a submitted job) the sweep starts a local Ray of its own,
+whatever else runs, or ran, on the machine.
 
 Exit codes: 0 the sweep ran (trials that failed are listed with their reasons in its last lines);
 1 every trial failed, or the cluster's workers cannot import the project; 2 bad input (the study file,
-its dataset, the results directory), with one line naming the file and the problem.
+its dataset, the results directory), with one line naming the file and the problem, or something that
+does not answer within its bound (an explicit Ray address, the results directory, a dataset lock), in one
+line naming it.
 
 Each Tune trial is a small function trainable that launches a Ray Train ``TorchTrainer``
 (``platform.training.train_loop``); the Train run reports every evaluation to Tune through
@@ -50,16 +56,181 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _on_cluster() -> bool:
+class Unavailable(RuntimeError):
+    """Something the sweep needs did not answer within its bound (an explicit Ray address, a dataset lock held
+    too long): ``main`` prints the one-line message and exits 2."""
+
+
+def cluster_address(address: str | None = None) -> tuple[str, str] | None:
+    """``(address, where it came from)`` of the Ray cluster to join, or None: start a local Ray of our own.
+
+    Joining is explicit only: ``address`` (the ``--address`` flag), else ``$RAY_ADDRESS`` (a submitted job's
+    driver has it), else ``auto`` inside a job that has only ``$RAY_JOB_ID``.  A ``ray_current_cluster`` file
+    or a ``ray start`` head elsewhere on the machine is never joined by itself (a dead one made ``ray.init()``
+    wait forever)."""
+    if address:
+        return address, "--address"
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
+    if os.environ.get("RAY_JOB_ID"):
+        return "auto", "RAY_JOB_ID"
+    return None
+
+
+def _on_cluster(address: str | None = None) -> bool:
     """Inside a submitted job, or pointed at a cluster: Ray is there already (not a local instance of ours)."""
-    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"))
+    return cluster_address(address) is not None
+
+
+def _in_submitted_job() -> bool:
+    """The driver of a ``ray job submit``: the cluster that started this process answers."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+PROBE_TIMEOUT_S = 5.0  # a TCP connect to an explicit Ray address
+
+
+def _connect_timeout_s() -> float:
+    """Bound on ray.init joining an explicit address that accepted the TCP probe ($DRL_RAY_CONNECT_TIMEOUT_S)."""
+    return float(os.environ.get("DRL_RAY_CONNECT_TIMEOUT_S", 30))
+
+
+def _run_locally(source: str) -> str:
+    """How to run the sweep on a local Ray instead of the address from ``source``."""
+    return {"--address": "leave --address out",
+            "RAY_ADDRESS": "unset RAY_ADDRESS (`env -u RAY_ADDRESS python -m platform.sweep ...`)",
+            }.get(source, "unset RAY_JOB_ID")
+
+
+def _unreachable(target: str, origin: str, source: str, problem: str) -> Unavailable:
+    return Unavailable(f"Ray cluster at {target} ({origin}) {problem}: start it, fix "
+                       f"{'--address' if source == '--address' else source}, or {_run_locally(source)} to run on a "
+                       f"local Ray of the sweep's own")
+
+
+def check_ray_address(address: str, source: str) -> tuple[str, str]:
+    """Probe an explicit Ray address with a bounded TCP connect before ``ray.init`` (which would retry a dead
+    GCS for ever, printing only Ray's own warnings); return the ``host:port`` probed and where the address came
+    from (for messages).  ``auto`` is what Ray would pick: the ``ray_current_cluster`` file of its temp dir,
+    else a GCS process on this machine.  Raises ``Unavailable`` with one line: the address, where it came
+    from, how to run locally instead."""
+    import socket
+    from urllib.parse import urlsplit
+
+    origin = "--address" if source == "--address" else f"${source}"
+    target = address
+    if address == "auto":
+        from ray._common.utils import get_ray_address_file
+
+        path = get_ray_address_file(None)
+        try:
+            with open(path) as f:
+                target = f.read().strip()
+            origin = f"{origin} auto, read from {path}" if source == "--address" else f"{origin}: auto, from {path}"
+        except OSError:
+            from ray._private.services import find_gcs_addresses
+
+            live = sorted(find_gcs_addresses())
+            if not live:
+                raise Unavailable(f"{'--address' if source == '--address' else source} auto finds no running Ray "
+                                  f"cluster ({path} does not exist and no GCS process runs on this machine): start "
+                                  f"one (`ray start --head`), or {_run_locally(source)} to run on a local Ray of "
+                                  f"the sweep's own") from None
+            target = live[0]
+            origin = f"{origin} auto, a GCS process on this machine"
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    if scheme in ("http", "https"):
+        raise Unavailable(f"Ray address {target} ({origin}) is a dashboard address (what `ray job submit --address` "
+                          f"takes), not a cluster to join: give the head's GCS host:port (port 6379 unless changed), "
+                          f"or submit the sweep with `ray job submit --address {target} -- python -m platform.sweep "
+                          f"...`")
+    parts = urlsplit(target if scheme else f"//{target}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise Unavailable(f"Ray address {target!r} ({origin}) is not host:port (e.g. 10.0.0.1:6379, or auto): fix "
+                          f"it, or {_run_locally(source)} to run on a local Ray of the sweep's own")
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        why = "no answer" if isinstance(e, socket.timeout) else (e.strerror or str(e)).lower()
+        raise _unreachable(target, origin, source, f"does not answer ({why} within {PROBE_TIMEOUT_S:g} s)") from None
+    return f"{host}:{port}", origin
+
+
+def _bounded(call, message: str, timeout_s: float):
+    """Run ``call()`` (a ray.init joining a cluster); if it has not returned after ``timeout_s``, print ``message``
+    and Ray's last warning in one line on stderr and exit 2: a GCS that accepts connections but does not
+    answer makes Ray retry for ever, with one warning a second.  Meanwhile whatever goes to file descriptor 2
+    (Ray's C++ warnings) is held back; after a successful join it is replayed, repeated lines collapsed."""
+    import tempfile
+    import threading
+
+    sys.stderr.flush()
+    held = tempfile.TemporaryFile()
+    saved = os.dup(2)
+    os.dup2(held.fileno(), 2)
+    gate, done = threading.Lock(), []
+
+    def give_up():
+        with gate:
+            if done:
+                return
+            done.append(True)
+            os.dup2(saved, 2)
+            last = _ray_lines(held)[-1:]
+            sys.stderr.write(f"error: {message}{f' (Ray: {last[0][:200]})' if last else ''}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    timer = threading.Timer(timeout_s, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        return call()
+    finally:
+        timer.cancel()
+        with gate:
+            done.append(True)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+        os.close(saved)
+        lines, before = [], None
+        for line in _ray_lines(held, raw=True):
+            key = line.split("] ", 1)[-1]
+            if key == before:
+                lines[-1][1] += 1
+            else:
+                lines.append([line, 0])
+            before = key
+        for line, repeats in lines:
+            sys.stderr.write(line + (f" (repeated {repeats} more times)" if repeats else "") + "\n")
+        sys.stderr.flush()
+        held.close()
+
+
+def _ray_lines(f, raw: bool = False) -> list[str]:
+    """The non-empty lines written to ``f`` so far; unless ``raw``, without Ray's ``[time W pid] file.cc:N:``."""
+    import re
+
+    f.seek(0)
+    lines = [line.rstrip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines if raw else [re.sub(r"^\[[^]]*\] \S+:\d+: ", "", line) for line in lines]
 
 
 LOCAL_START_ATTEMPTS = 3  # tries of a local ray.init that timed out during node start-up
 
 
-def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool = True) -> None:
-    """Connect to the cluster of a ``ray job submit``, else start a local Ray with the repo as working_dir.
+def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool = True,
+             address: str | None = None) -> None:
+    """Connect to the cluster of a ``ray job submit`` or an explicit address (``address``, else ``$RAY_ADDRESS``;
+    see ``cluster_address``), else start a local Ray of our own (``address="local"``) with the repo as working_dir.
+
+    An explicit address is probed first (``check_ray_address``) and joined within ``_connect_timeout_s()``;
+    one that does not answer ends the process with one line and exit 2 (``Unavailable``).
 
     A local instance gets at least enough logical CPUs for one whole trial (``trial_cpus``: Train workers,
     evaluation actors and the trial's Tune function): a worker on 1 CPU plus two 0.5-CPU actors plus
@@ -76,16 +247,27 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
         return
     env_vars = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     level = logging.INFO if verbose else logging.WARNING  # not verbose: Ray's INFO lines stay in its log files
-    if _on_cluster():
+    target = cluster_address(address)
+    if target is not None:
         # A submitted job (or an explicit cluster address).  With `--working-dir .` the job's runtime env
         # already carries the project to every worker.  Without it (the card's plain `ray job submit --
         # python -m platform.sweep ...`) the workers would import the standard library's `platform`:
         # give them this checkout as their working_dir (Ray merges it with the job's env_vars).
-        ray.init(log_to_driver=verbose, logging_level=level)
+        addr, source = target
+        probed, origin = check_ray_address(addr, source)
+        if addr == "auto" and source == "--address" and os.environ.get("RAY_ADDRESS"):
+            addr = probed  # ray.init would take $RAY_ADDRESS over "auto"
+        join = lambda **kw: ray.init(address=addr, log_to_driver=verbose, logging_level=level, **kw)  # noqa: E731
+        if _in_submitted_job():  # the cluster that started this driver answers
+            join()
+        else:
+            timeout_s = _connect_timeout_s()
+            _bounded(join, str(_unreachable(probed, origin, source, f"accepts connections but Ray could not join it "
+                                                                    f"within {timeout_s:g} s "
+                                                                    f"(DRL_RAY_CONNECT_TIMEOUT_S)")), timeout_s)
         if not _carries_project(ray.get_runtime_context().runtime_env):
             ray.shutdown()
-            ray.init(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES}, log_to_driver=verbose,
-                     logging_level=level)
+            join(runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES})
             print(f"[sweep] the job's runtime env has no working_dir: shipping {REPO_ROOT} to the trials "
                   f"(as `ray job submit --working-dir .` would)", flush=True)
     else:
@@ -102,18 +284,28 @@ def init_ray(num_cpus: int | None = None, trial_cpus: float = 0.0, verbose: bool
                   f"Ray with {num_cpus} logical CPUs (slightly oversubscribed)", flush=True)
         for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
             try:
-                ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port, log_to_driver=verbose,
-                         logging_level=level,
+                # address="local": a Ray of our own, never the cluster a (stale) ray_current_cluster file names
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                         log_to_driver=verbose, logging_level=level,
                          runtime_env={"working_dir": REPO_ROOT, "excludes": WORKING_DIR_EXCLUDES,
                                       "env_vars": env_vars})
                 return
             except Exception as e:
                 # Ray waits a fixed 30 s for its raylet to register; on an overloaded machine it may not, and the
-                # sweep would die before it started.  Tear down what was started and try again.
-                if "timed out during startup" not in str(e) or attempt == LOCAL_START_ATTEMPTS:
+                # sweep would die before it started.  Tear down what was started and try again.  The same when
+                # the dashboard port picked above was taken in the meantime (another process, or one of this
+                # Ray's own components): with a new port.
+                taken = "already occupied" in str(e)
+                if not (taken or "timed out during startup" in str(e)) or attempt == LOCAL_START_ATTEMPTS:
                     raise
-                print(f"[sweep] Ray's local node did not start within Ray's 30 s (busy machine?): retrying "
-                      f"({attempt}/{LOCAL_START_ATTEMPTS - 1})", flush=True)
+                if taken:
+                    print(f"[sweep] port {port} for Ray's dashboard was taken meanwhile: retrying with another "
+                          f"({attempt}/{LOCAL_START_ATTEMPTS - 1})", flush=True)
+                    port = _free_port()
+                    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+                else:
+                    print(f"[sweep] Ray's local node did not start within Ray's 30 s (busy machine?): retrying "
+                          f"({attempt}/{LOCAL_START_ATTEMPTS - 1})", flush=True)
                 ray.shutdown()
 
 
@@ -193,12 +385,36 @@ def _run_trial(params: dict, spec_dict: dict, storage: str) -> None:
 
 
 def wandb_callback(spec: SweepSpec):
-    """Weights & Biases logging of every trial, offline unless the user's WANDB_MODE says otherwise."""
+    """Weights & Biases logging of every trial, offline unless the user's WANDB_MODE says otherwise.
+
+    Online, the W&B server (``$WANDB_BASE_URL``, default api.wandb.ai) is probed with a bounded TCP connect
+    first: one that does not answer gets one line and offline logging (``wandb sync`` uploads it later)
+    instead of every trial's logger waiting on it."""
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     mode = os.environ.get("WANDB_MODE") or spec.wandb.mode
+    if mode == "online":
+        problem = _wandb_unreachable()
+        if problem:
+            print(f"[sweep] W&B {problem}: logging offline instead (`wandb sync` uploads the runs later)", flush=True)
+            mode = os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_MODE", mode)  # Ray's callback skips the API-key check only via this variable
     return WandbLoggerCallback(project=spec.wandb.project, group=spec.name, mode=mode)
+
+
+def _wandb_unreachable() -> str | None:
+    """Why the W&B server does not answer a TCP connect within ``PROBE_TIMEOUT_S``, or None if it does."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    try:
+        host, port = url.hostname, url.port or (80 if url.scheme == "http" else 443)
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except (OSError, ValueError) as e:
+        why = "no answer" if isinstance(e, socket.timeout) else (getattr(e, "strerror", None) or str(e)).lower()
+        return f"server {url.geturl()} does not answer ({why} within {PROBE_TIMEOUT_S:g} s)"
 
 
 def tpe_sampler(seed: int, n_startup_trials: int):
@@ -280,8 +496,10 @@ def build_tuner(spec: SweepSpec, storage: str, resume: bool):
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False, report: bool = True,
-              verbose: bool = False, videos: bool = False) -> str:
+              verbose: bool = False, videos: bool = False, address: str | None = None) -> str:
     """Run (or resume) a study; return the path of its Parquet dataset.
+
+    ``address``: a Ray cluster to join (``--address``; see ``cluster_address``), else a local Ray of our own.
 
     ``videos``: before the report, the best policy of each (study, algorithm) rolls out a few test seeds with
     rendering on, in Ray CPU tasks, into ``reports/<name>/videos/`` (``platform.videos``); the report embeds them."""
@@ -289,12 +507,19 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
 
     storage = os.path.abspath(storage or spec.storage or default_storage())
     _check_storage(spec, storage)
+    target = cluster_address(address)
+    if target is not None:
+        check_ray_address(*target)  # a dead address fails now, not after minutes of dataset collection
     from platform.datasets import ensure_dataset
+    from platform.datasets.generate import DatasetLockTimeout
 
     for dataset in spec.datasets or [spec.dataset]:
-        ensure_dataset(dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
-    local = not _on_cluster()
-    init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose)
+        try:
+            ensure_dataset(dataset)  # e.g. generated:halfcheetah-medium from its shipped policy, once, here
+        except DatasetLockTimeout as e:
+            raise Unavailable(str(e)) from None
+    local = target is None
+    init_ray(trial_cpus=trial_resources(spec)["CPU"], verbose=verbose, address=address)
     spec = _without_missing_gpus(spec, local)
     check_workers_import(spec.algorithms or spec.algorithm)
     os.makedirs(os.path.join(storage, spec.name), exist_ok=True)
@@ -372,11 +597,40 @@ def failed_trials(df) -> dict[str, str]:
     return out
 
 
+def _storage_timeout_s() -> float:
+    return float(os.environ.get("DRL_STORAGE_TIMEOUT_S", 20))
+
+
 def _check_storage(spec: SweepSpec, storage: str) -> None:
     """Fail before training if results cannot be written: a parent is a file, the directory is not writable
-    (probed by creating a file), or less than ``$DRL_MIN_FREE_MB`` (default 50) MiB are free."""
+    (probed by creating a file), or less than ``$DRL_MIN_FREE_MB`` (default 50) MiB are free.  The probe runs
+    in a thread bounded by ``$DRL_STORAGE_TIMEOUT_S`` (default 20 s): a network share whose server is gone
+    blocks file calls for ever, and the sweep says so in one line instead."""
     if "://" in storage:
         return  # remote storage (s3://, gs://) is checked by pyarrow when Tune writes
+    import threading
+
+    outcome: list = []
+
+    def probe():
+        try:
+            _probe_storage(spec, storage)
+            outcome.append(None)
+        except BaseException as e:  # handed to the caller's thread
+            outcome.append(e)
+
+    timeout_s = _storage_timeout_s()
+    thread = threading.Thread(target=probe, name="storage-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise SpecError(spec.path, "storage", f"results directory {storage} did not answer within {timeout_s:g} s "
+                                              f"(a network share that is not mounted, or whose server is down?)")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _probe_storage(spec: SweepSpec, storage: str) -> None:
     import shutil
     import tempfile
 
@@ -397,7 +651,7 @@ def _check_storage(spec: SweepSpec, storage: str) -> None:
                                               f"(DRL_MIN_FREE_MB)")
 
 
-def _preflight(spec: SweepSpec) -> None:
+def _preflight(spec: SweepSpec, address: str | None = None) -> None:
     """Cheap checks that need imports but no Ray: the dataset resolves, the env id exists."""
     from platform.datasets import check_dataset
     from platform.envs import check_env_id
@@ -411,7 +665,7 @@ def _preflight(spec: SweepSpec) -> None:
             check_env_id(spec.env or env_id)
         except ValueError as e:
             raise SpecError(spec.path, "env" if spec.env else "dataset", str(e)) from None
-    if spec.train.compile and not spec.resources.gpus_per_worker and not _on_cluster() and not cxx_compiler():
+    if spec.train.compile and not spec.resources.gpus_per_worker and not _on_cluster(address) and not cxx_compiler():
         # inductor builds C++ kernels for the CPU: without a compiler every trial would fail at its first step
         raise SpecError(spec.path, "train.compile", "needs a C++ compiler on the CPU (torch.compile builds C++ "
                         "kernels): none of $CXX, g++, c++, clang++ is on PATH; install one (e.g. `apt install g++`) "
@@ -440,6 +694,9 @@ def main(argv=None) -> int:
     p.add_argument("--videos", action="store_true",
                    help="at the end, roll out each study's best policy on a few test seeds with rendering on (Ray CPU "
                         "tasks) and embed the GIFs in the report (off by default: it costs a few rollouts)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="join this running Ray cluster (its GCS host:port, or `auto`: the one `ray start` last "
+                        "started on this machine) instead of starting a local Ray; default: $RAY_ADDRESS if set")
     p.add_argument("--verbose", action="store_true",
                    help="also show the workers' own output (Train's per-step lines, Ray's worker warnings)")
     args = p.parse_args(argv)
@@ -452,10 +709,13 @@ def main(argv=None) -> int:
         overrides["dataset"] = args.dataset
     try:
         spec = load_spec(args.spec, overrides)
-        _preflight(spec)
+        target = None if args.dry_run else cluster_address(args.address)
+        if target is not None:
+            check_ray_address(*target)  # a dead explicit address: one line in seconds, before the slow checks
+        _preflight(spec, args.address)
         storage = os.path.abspath(args.storage or spec.storage or default_storage())
         _check_storage(spec, storage)
-    except SpecError as e:
+    except (SpecError, Unavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -470,8 +730,8 @@ def main(argv=None) -> int:
         if args.videos and args.no_report:
             print("[sweep] --videos goes into the report: skipped with --no-report", flush=True)
         run_sweep(spec, storage, resume=args.resume, report=not args.no_report, verbose=args.verbose,
-                  videos=args.videos)
-    except SpecError as e:
+                  videos=args.videos, address=args.address)
+    except (SpecError, Unavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (SweepFailed, ProjectImportError) as e:

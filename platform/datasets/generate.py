@@ -61,6 +61,7 @@ import argparse
 import fcntl
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -76,16 +77,70 @@ from platform.datasets.d4rl import write_d4rl_hdf5
 # ----------------------------------------------------------------------------- entry points
 
 
+class DatasetLockTimeout(TimeoutError):
+    """Another live process held a dataset's lock for longer than the wait allows (the message names both)."""
+
+
+def lock_timeout_s() -> float:
+    """How long generation waits for another process's lock on the same file ($DRL_DATASET_LOCK_TIMEOUT_S)."""
+    return float(os.environ.get("DRL_DATASET_LOCK_TIMEOUT_S", 1800))
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}  # POSIX locks are per process: threads of one process queue here
+
+
 @contextmanager
-def _file_lock(path: str):
-    """Serialize generation of one file across processes (e.g. several Ray workers on first use)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _file_lock(path: str, timeout_s: float | None = None):
+    """Serialize generation of one file across processes (e.g. several Ray workers on first use).
+
+    The lock is ``.<name>.lock`` next to the file, taken with a POSIX record lock (``fcntl.lockf``): the kernel
+    drops it when its holder dies, and processes the holder forked do not inherit it, so the lock file a
+    killed collection leaves behind (it names the dead PID) never blocks the next run.  The holder writes its
+    PID, host and start time into the file; a waiter says once which lock it waits for and who holds it, and
+    after ``timeout_s`` (default ``lock_timeout_s()``) raises ``DatasetLockTimeout`` naming both.
+    """
+    import socket
+
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock_path = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+    timeout_s = lock_timeout_s() if timeout_s is None else timeout_s
+    in_process = _THREAD_LOCKS.setdefault(lock_path, threading.Lock())
+    if not in_process.acquire(timeout=timeout_s):
+        raise DatasetLockTimeout(f"{lock_path} is still held by another thread of this process after {timeout_s:g} s")
+    try:
+        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
+            deadline, said = time.monotonic() + timeout_s, False
+            while True:
+                try:
+                    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:  # EACCES / EAGAIN: a live process holds it
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    if time.monotonic() >= deadline:
+                        raise DatasetLockTimeout(
+                            f"{lock_path} is still held by {holder} after {timeout_s:g} s "
+                            f"(DRL_DATASET_LOCK_TIMEOUT_S): wait for that process to finish {os.path.basename(path)}, "
+                            f"or stop it") from None
+                    if not said:
+                        print(f"[data] waiting for {lock_path}: {holder} is making {os.path.basename(path)} "
+                              f"(gives up after {timeout_s:g} s)", flush=True)
+                        said = True
+                    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                f.flush()
+                fcntl.lockf(f, fcntl.LOCK_UN)
+    finally:
+        in_process.release()
 
 
 def generate(env: str, quality: str, out: str | None = None, *, samples: int | None = None, steps: int = 1_000_000,
