@@ -450,10 +450,7 @@ def test_cli_exit_codes(tmp_path, results_dir):
 # ----------------------------------------------------------------------------- (f) headless Chromium
 
 
-def test_renders_in_headless_chromium(built, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium); CI installs it")
+def test_renders_in_headless_chromium(built, tmp_path, chromium):
     shot = tmp_path / "shot.png"
     out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                           "--disable-component-update", "--disable-sync", "--no-first-run",

@@ -198,12 +198,9 @@ def _screenshot(chromium: str, html: str, png, profile) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB"))
 
 
-def test_video_visible_in_headless_chromium(made, tmp_path):
+def test_video_visible_in_headless_chromium(made, tmp_path, chromium):
     """The report's page, opened by a real browser, shows the Push-T rollout: goal (light green), block (slate
     grey) and agent (royal blue) pixels where the same report without videos has none."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium); CI installs it")
     with_videos = _screenshot(chromium, os.path.join(made["out"], "index.html"), tmp_path / "v.png", tmp_path / "p1")
     from platform import report
 
@@ -219,12 +216,9 @@ def test_video_visible_in_headless_chromium(made, tmp_path):
     assert np.abs(np.nonzero(gray)[0].mean() - rows.mean()) < 150   # the T's and the goal in the same band
 
 
-def test_checked_in_pusht_report_shows_the_diffusion_policy_rollout(tmp_path):
+def test_checked_in_pusht_report_shows_the_diffusion_policy_rollout(tmp_path, chromium):
     """reports/dp_pusht_cnn (Diffusion Policy on the real Push-T demonstrations), opened by a real browser, shows
     its rollout GIFs: the goal, block and agent pixels of each clip on the page."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium); CI installs it")
     from platform import report
 
     d = os.path.join(report.REPO_ROOT, "reports", "dp_pusht_cnn")
