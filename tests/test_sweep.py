@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -286,22 +287,35 @@ search:
   scheduler: fifo
   space:
     eta: {{grid: [1.0]}}
-resources: {{workers: 1, cpus_per_worker: 1, eval_actors: 1, cpus_per_eval_actor: 0.5}}
+resources: {{workers: {workers}, cpus_per_worker: {cpus}, eval_actors: 1, cpus_per_eval_actor: 0.5}}
 """
 
 
-def _vec_run(tmp_path, name: str, vec: str, overlap: str, compile: str = "false") -> pd.DataFrame:
+def _vec_run(tmp_path, name: str, vec: str, overlap: str, compile: str = "false", workers: int = 1,
+             env: dict | None = None) -> pd.DataFrame:
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(VEC.format(name=name, vec=vec, overlap=overlap, compile=compile, steps=45, eval_every=15))
-    out = run_cli([str(spec), "--storage", str(tmp_path / "results"), "--no-report"])
+    spec.write_text(VEC.format(name=name, vec=vec, overlap=overlap, compile=compile, steps=45, eval_every=15,
+                               workers=workers, cpus=1 if workers == 1 else 0.5))
+    out = run_cli([str(spec), "--storage", str(tmp_path / "results"), "--no-report"], env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "results" / name / "metrics.parquet")
-    return df.set_index(["seed", "step"]).sort_index()
+    df = df.set_index(["seed", "step"]).sort_index()
+    df.attrs["results"] = str(tmp_path / "results" / name)  # its checkpoints
+    return df
+
+
+def _last_checkpoint_keys(results: str, seed: int) -> list[str]:
+    """Every key path of seed ``seed``'s state in the trial's last checkpoint."""
+    from platform.checkpoint import load_seed_state
+    from tests.test_contract import keys
+
+    last = sorted(p for p in Path(results).rglob("checkpoint_*") if p.is_dir())[-1]
+    return keys(load_seed_state(str(last), seed)["algo"])
 
 
 @pytest.fixture(scope="module")
 def in_turn(tmp_path_factory, data_dir):
-    """The reference: seeds stepped in turn, blocking evaluation (shared by the two tests below)."""
+    """The reference: seeds stepped in turn, blocking evaluation, one worker (shared by the tests below)."""
     return _vec_run(tmp_path_factory.mktemp("in_turn"), "in_turn", "false", "false")
 
 
@@ -327,10 +341,30 @@ def test_overlapped_evaluation_scores_the_same_snapshots(tmp_path, in_turn):
 
 
 def test_compiled_training_matches_eager(tmp_path, in_turn):
-    """train.compile: the same trial with torch.compile'd networks (nn.Module.compile, in place) gives the eager
-    loop's numbers up to the round-off of fused kernels, through the real train loop; checkpoints keep their keys."""
-    a, b = in_turn, _vec_run(tmp_path, "compiled", "false", "false", compile="true")
+    """train.compile: the same trial with torch.compile'd graphs gives the eager loop's numbers up to the round-off
+    of fused kernels, through the real train loop; dynamo compiled the step's graphs in the Train worker (torch's
+    structured trace, ``TORCH_TRACE``, records every graph it makes: an inert compile leaves none), and checkpoints
+    keep their keys (no ``_orig_mod.`` prefix: compiled and eager checkpoints load into each other)."""
+    trace = tmp_path / "torch_trace"
+    a = in_turn
+    b = _vec_run(tmp_path, "compiled", "false", "false", compile="true", env={"TORCH_TRACE": str(trace)})
     assert list(a.index) == list(b.index) == [(s, k) for s in (0, 1) for k in (15, 30, 45)]
     for col in ("train/critic_loss", "train/bc_loss", "train/q_mean"):
         assert b[col].to_numpy() == pytest.approx(a[col].to_numpy(), rel=1e-3, abs=1e-4), col
     assert b["eval/return_mean"].to_numpy() == pytest.approx(a["eval/return_mean"].to_numpy(), rel=0.05)
+    logs = "".join(p.read_text(errors="replace") for p in trace.glob("*")) if trace.is_dir() else ""
+    assert logs.count('{"dynamo_output_graph"') >= 2, "no graph compiled (Diffusion-QL's step has two)"
+    for seed in (0, 1):
+        assert _last_checkpoint_keys(b.attrs["results"], seed) == _last_checkpoint_keys(a.attrs["results"], seed)
+
+
+def test_two_workers_split_the_seeds_and_gather_their_metrics(tmp_path, in_turn):
+    """``resources.workers: 2`` without data_parallel: each Train worker trains its share of the seeds
+    (``seeds[rank::2]``), and the per-seed metrics are gathered over gloo, so rank 0 reports both seeds: the
+    same rows, to round-off, as one worker training both (each seed has its own random streams)."""
+    a, b = in_turn, _vec_run(tmp_path, "two_workers", "false", "false", workers=2)
+    assert list(a.index) == list(b.index) == [(s, k) for s in (0, 1) for k in (15, 30, 45)]
+    for col in ("train/critic_loss", "train/bc_loss", "train/q_mean", "eval/return_mean"):
+        assert b[col].to_numpy() == pytest.approx(a[col].to_numpy(), rel=1e-5, abs=1e-6), col
+    assert a.loc[(0, 45), "train/critic_loss"] != pytest.approx(a.loc[(1, 45), "train/critic_loss"], rel=1e-3)
+    assert (b["status"] == "TERMINATED").all()
