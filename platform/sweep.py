@@ -31,6 +31,7 @@ import os
 import sys
 import time
 
+import algorithms
 from platform import history
 from platform.console import ProgressPrinter, QuietStream
 from platform.search import (TRAINABLE_CPU, evaluations_until, max_concurrent_trials, num_grid_points, paper_point,
@@ -680,6 +681,24 @@ def cxx_compiler() -> str | None:
     return next(filter(None, found), None)
 
 
+def per_task_lines(spec: SweepSpec) -> list[str]:
+    """What the platform fills in from the papers' per-task tables, per (algorithm, dataset) of the study."""
+    from algorithms.paper_settings import SOURCES
+
+    lines = []
+    for algorithm in spec.algorithms or [spec.algorithm]:
+        for dataset in spec.datasets or [spec.dataset]:
+            tspec, _ = spec.for_trial({"algorithm": algorithm, "dataset": dataset} if spec.algorithms else
+                                      {"dataset": dataset} if spec.datasets else {})
+            searched = set(spec.search.space) if not spec.algorithms else set()
+            params, per_task = algorithms.resolve_params(tspec.algorithm, dataset, dict(tspec.config))
+            shown = [f"{k}={params[k]!r}" for k in per_task if k not in searched]
+            if shown:
+                lines.append(f"paper, per task ({SOURCES.get(tspec.algorithm, tspec.algorithm)}) for "
+                             f"{tspec.algorithm} on {dataset}: {', '.join(shown)}")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m platform.sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -723,6 +742,8 @@ def main(argv=None) -> int:
               f"  fixed config {spec.config}\n  search {spec.search.searcher}/{spec.search.scheduler} over "
               f"{spec.search.space} x {spec.search.num_samples}\n  train {spec.train}\n  resources {spec.resources}\n"
               f"  storage {storage}")
+        for line in per_task_lines(spec):
+            print(f"  {line}")
         return 0
     if not args.verbose:
         sys.stdout, sys.stderr = QuietStream(sys.stdout), QuietStream(sys.stderr)
