@@ -28,6 +28,8 @@ Parts (``--parts``, comma-separated; default all):
 * ``overlap``: ``train.overlap_eval`` in real one-trial sweeps (a DQL study on generated Pendulum; a Diffusion
   Policy study on Push-T when its data is in ``../shared``): the trial's wall time with evaluation overlapped
   against the same trial with blocking evaluation.
+* ``twins`` (only when named): ``benchmarks/twins.py``, the Diffusion-QL learning twin beside the public code
+  (``--public-dql PATH``; skipped in one line without it), its training steps/s and evaluation episodes/s here.
 * ``sweep``: a tiny real sweep (1 trial, DQL on generated Pendulum): seconds from ``run_sweep`` to the
   first gradient step, and inside the trial from the train loop's start (``time/first_step_unix`` and
   ``time/loop_start_unix`` in the trial's metric history).
@@ -59,6 +61,7 @@ from algorithms import EnvSpec  # noqa: E402
 from benchmarks.bench_dql import DirectStep, _swap_activation  # noqa: E402
 
 PARTS = ("training", "sampling", "evaluation", "sweep", "parallel", "overlap")
+OPTIONAL_PARTS = ("twins",)  # only when named: benchmarks/twins.py (hours at its default budget)
 OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah
 COLUMNS = ["part", "case", "value", "unit", "baseline", "baseline_value", "ratio", "threads", "load_1m",
            "quick", "torch", "cpus", "unix_time", "note"]
@@ -203,6 +206,31 @@ def plain_ddpm_chain(model, schedule, obs: torch.Tensor, act_dim: int) -> torch.
     return x.clamp(-1.0, 1.0)
 
 
+def import_public_dql(path: str):
+    """The public Diffusion-QL code's ``Diffusion_QL`` (``agents/ql_diffusion.py``) and ``Data_Sampler``
+    (``utils/data_sampler.py``), imported from a checkout at ``path`` as is (nothing copied), as a namespace.
+    Its logger imports ``tabulate``, which the agent never calls: a stand-in module is used when it is not
+    installed.  ``benchmarks/twins.py`` imports the code the same way."""
+    import importlib.util
+    import types
+
+    if not os.path.isfile(os.path.join(path, "agents", "ql_diffusion.py")):
+        raise SystemExit(f"--public-dql {path}: no agents/ql_diffusion.py there (a checkout of the public "
+                         f"Diffusion-QL code, github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL)")
+    if os.path.abspath(path) not in sys.path:
+        sys.path.insert(0, os.path.abspath(path))
+    stand_in = importlib.util.find_spec("tabulate") is None
+    if stand_in:  # only while its modules import: nothing else may mistake the stand-in for the package
+        sys.modules["tabulate"] = types.SimpleNamespace(tabulate=lambda *a, **k: "")
+    try:
+        from agents.ql_diffusion import Diffusion_QL
+        from utils.data_sampler import Data_Sampler
+    finally:
+        if stand_in:
+            del sys.modules["tabulate"]
+    return types.SimpleNamespace(Diffusion_QL=Diffusion_QL, Data_Sampler=Data_Sampler)
+
+
 def public_dql_step(path: str, batch: dict, device: torch.device):
     """The public Diffusion-QL code's own step, ``Diffusion_QL.train(buffer, 1, B)`` on ``batch`` (its defaults:
     K = 5, VP schedule, 256-wide networks, eta 1, grad_norm 1), as a callable ``f(batch)``.
@@ -211,22 +239,7 @@ def public_dql_step(path: str, batch: dict, device: torch.device):
     imported from there as is; nothing of it is copied into this repository.  Its logger imports ``tabulate``,
     which the step never calls: a stand-in module is used when it is not installed.
     """
-    import importlib.util
-    import types
-
-    if not os.path.isfile(os.path.join(path, "agents", "ql_diffusion.py")):
-        raise SystemExit(f"--public-dql {path}: no agents/ql_diffusion.py there (a checkout of the public "
-                         f"Diffusion-QL code, github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL)")
-    sys.path.insert(0, os.path.abspath(path))
-    stand_in = importlib.util.find_spec("tabulate") is None
-    if stand_in:  # only while its modules import: nothing else may mistake the stand-in for the package
-        sys.modules["tabulate"] = types.SimpleNamespace(tabulate=lambda *a, **k: "")
-    try:
-        from agents.ql_diffusion import Diffusion_QL
-    finally:
-        if stand_in:
-            del sys.modules["tabulate"]
-
+    Diffusion_QL = import_public_dql(path).Diffusion_QL
     obs_dim, act_dim = batch["observations"].shape[1], batch["actions"].shape[1]
     agent = Diffusion_QL(obs_dim, act_dim, 1.0, str(device), 0.99, 0.005, beta_schedule="vp", n_timesteps=5,
                          eta=1.0)
@@ -639,6 +652,29 @@ def bench_overlap(args) -> list[dict]:
     return rows
 
 
+def bench_twins(args) -> list[dict]:
+    """``--parts twins``: ``benchmarks/twins.py`` (the Diffusion-QL learning twin beside the public code at
+    ``--public-dql``; with ``--quick`` 2 seeds x 20 steps on generated Pendulum), its throughput as rows here.
+    Its own report goes to ``--out`` (default: benchmarks/results; with ``--quick``: a temporary folder)."""
+    from benchmarks import twins
+
+    argv = ["--public-dql", args.public_dql] if args.public_dql else []
+    out = args.out or (tempfile.mkdtemp(prefix="twins_") if args.quick else os.path.join("benchmarks", "results"))
+    argv += ["--threads", str(args.threads), "--batch-size", str(args.batch_size), "--out", out]
+    if args.quick:
+        argv += ["--dataset", "generated:pendulum-medium", "--seeds", "0", "1", "--eval-steps", "10", "20",
+                 "--eval-episodes", "2"]
+    res = twins.main(argv).get("dql")
+    if res is None:
+        return []
+    rates, meta = res["throughput"], res["meta"]
+    note = f"{meta['dataset']}, {len(meta['seeds'])} seeds to {max(meta['eval_steps'])} steps"
+    return [row("twins", "dql twin: training", rates["platform"]["train_steps_per_s"], "steps/s", "public code",
+                rates["public"]["train_steps_per_s"], note=note),
+            row("twins", "dql twin: evaluation", rates["platform"]["eval_episodes_per_s"], "episodes/s",
+                "public code", rates["public"]["eval_episodes_per_s"], note=note + f", public act {meta['public_act']}")]
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -691,9 +727,9 @@ def main(argv=None) -> list[dict]:
                         "checkout of github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL), next to ours")
     args = p.parse_args(argv)
     parts = [x for x in args.parts.split(",") if x]
-    bad = [x for x in parts if x not in PARTS]
+    bad = [x for x in parts if x not in PARTS + OPTIONAL_PARTS]
     if bad:
-        p.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+        p.error(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS + OPTIONAL_PARTS)}")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     if args.tf32:
