@@ -67,7 +67,7 @@ name: {name}
 algorithm: diffusion_policy
 dataset: generated:pendulum-medium
 config: {{backbone: cnn, down_dims: [16, 32], diffusion_step_embed_dim: 16, pred_horizon: 8, action_horizon: 4,
-          n_timesteps: 20, sampler: ddim, n_inference_steps: 4}}
+          n_timesteps: 20, sampler: ddim, n_inference_steps: 8, lr_warmup_steps: 0}}
 train: {{steps: 6, batch_size: 64, eval_every: 3, eval_episodes: 2, seeds: [0], data_parallel: true}}
 search: {{searcher: grid, scheduler: fifo}}
 resources: {{workers: 2, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_actor: 0.5}}
@@ -77,7 +77,11 @@ resources: {{workers: 2, cpus_per_worker: 0.5, eval_actors: 1, cpus_per_eval_act
 @pytest.mark.timeout(900)
 def test_data_parallel_trial_equals_one_worker_on_the_whole_batch(tmp_path, data_dir):
     """Through the real train loop: a 2-worker data-parallel trial (Ray Train, gloo DDP) ends with the weights of
-    the same seed trained alone on the whole batch (in this process, by the loop's own SeedRun)."""
+    the same seed trained alone on the whole batch (in this process, by the loop's own SeedRun).
+
+    Without a warm-up (the CNN's default 500 steps would keep the lr near 0 over these 6 steps: no weight would move
+    by the tolerance, and the comparison could not fail), 6 AdamW steps at lr 1e-4 move weights by ~6e-4: a replica
+    that trained on its own half of the batch, or did not train, is off by far more than the 1e-5 tolerance."""
     import pandas as pd
 
     import algorithms
@@ -102,9 +106,12 @@ def test_data_parallel_trial_equals_one_worker_on_the_whole_batch(tmp_path, data
     config = algorithms.build_config(spec.algorithm, {**spec.config, "max_steps": spec.train.steps})
     torch.set_num_threads(1)
     run = SeedRun(0, spec, config, data.env_spec(), data, torch.device("cpu"))
+    start = {k: v.clone() for k, v in run.algo.state_dict()["model"].items()}
     for step in range(1, 7):
         run.step(spec.train.batch_size, step)
     want = run.algo.state_dict()
+    moved = max((want["model"][k] - start[k]).abs().max().item() for k in want["model"])
+    assert moved > 20 * 1e-5, moved  # the steps changed the weights by far more than the tolerance below
     for part in ("model", "ema_model"):
         for k, v in want[part].items():
             assert torch.allclose(got[part][k], v, atol=1e-5, rtol=0), (part, k, (got[part][k] - v).abs().max())
