@@ -17,6 +17,10 @@ minima are the demonstrated actions, and act by minimizing it:
   ``dfo_iterations - 1 = 4`` times: resample them with replacement with probabilities
   ``softmax(-E / temperature)`` and add Gaussian noise of std ``sigma = 0.03`` (unclipped, constant);
   finally score the candidates once more and draw the action from the softmax (``dfo_select="sample"``).
+  The loop optimizes rather than samples: each resampling weights by softmax(-E) again, so the final draw is
+  close to softmax(-dfo_iterations * E), and candidates its unclipped noise pushes past the box meet energies
+  no counter-example trained.  Two equally likely modes with a small learned energy gap come out unevenly
+  (tests/test_ibc.py: 23/77 on 50/50 data; ``dfo_iterations=1`` draws from softmax(-E) itself).
   google-research/ibc's ``iterative_dfo`` (3 evaluations, sigma 0.33 halved each time, clipped to the
   bounds, the most probable candidate) is the same loop with ``dfo_iterations=3, dfo_noise_std=0.33,
   dfo_noise_shrink=0.5, dfo_clip=True, dfo_select="argmax"``.
