@@ -33,6 +33,7 @@ import time
 
 import algorithms
 from platform import history
+from platform.compiling import cxx_compiler
 from platform.console import ProgressPrinter, QuietStream
 from platform.search import (TRAINABLE_CPU, evaluations_until, max_concurrent_trials, num_grid_points, paper_point,
                              param_space, startup_trials, trial_resources)
@@ -671,14 +672,6 @@ def _preflight(spec: SweepSpec, address: str | None = None) -> None:
         raise SpecError(spec.path, "train.compile", "needs a C++ compiler on the CPU (torch.compile builds C++ "
                         "kernels): none of $CXX, g++, c++, clang++ is on PATH; install one (e.g. `apt install g++`) "
                         "or set train.compile: false")
-
-
-def cxx_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend would find ($CXX, else g++ / c++ / clang++ on PATH), or None."""
-    import shutil
-
-    found = (shutil.which(name) for name in filter(None, (os.environ.get("CXX"), "g++", "c++", "clang++")))
-    return next(filter(None, found), None)
 
 
 def per_task_lines(spec: SweepSpec) -> list[str]:

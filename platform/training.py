@@ -25,6 +25,7 @@ import algorithms
 from platform import history
 from platform import checkpoint as checkpoint_io
 from platform import gpu
+from platform.compiling import compile_algorithms
 from platform.search import evaluations_until
 from platform.spec import SweepSpec
 
@@ -333,16 +334,8 @@ def train_loop(loop_config: dict) -> None:
     shard = (rank, world, lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if replicas else None
     runs = (VectorizedSeedRuns if spec.train.vectorize_seeds else SeedRuns)(seeds, spec, config, env_spec, data,
                                                                              device, shard)
-    if spec.train.compile and device.type == "cpu":
-        from platform.sweep import cxx_compiler  # the driver checked its own machine; this is the worker's
-
-        if not cxx_compiler():
-            raise RuntimeError(f"train.compile: node {ray.get_runtime_context().get_node_id()[:8]} has no C++ "
-                               f"compiler ($CXX, g++, c++, clang++) for torch.compile's CPU kernels: install one "
-                               f"there or set train.compile: false")
     if spec.train.compile:  # train.compile: fused graphs for the training step (rollout actors stay eager)
-        for run in runs.runs:
-            run.algo.compile()
+        compile_algorithms([run.algo for run in runs.runs], device, ray.get_runtime_context().get_node_id())
     start_step, resumed_from = 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
