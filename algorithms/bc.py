@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
+from algorithms.paper_scores import iql_table
 from algorithms.normalization import RangeNormalized, range_normalizer
 from algorithms.common import coerce_field_types
 
@@ -80,6 +81,8 @@ class BC(RangeNormalized):
     """Gaussian behaviour cloning: ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state dicts."""
 
     data_kind = "transitions"
+    paper_scores = (iql_table(0),)
+    tiny_config = {"hidden_dim": 32}
 
     def __init__(self, config: BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

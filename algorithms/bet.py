@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from algorithms import EnvSpec
 from algorithms.common import coerce_field_types, lr_factor
 from algorithms.normalization import RangeNormalized, range_normalizer
+from algorithms.paper_scores import pusht_table
 
 
 @dataclass
@@ -162,6 +163,8 @@ class BET(RangeNormalized):
     """Behavior Transformer: ``update(batch) -> metrics``, ``act(obs) -> (B, 1, act_dim)``, plain-tensor state."""
 
     data_kind = "sequences"
+    paper_scores = (pusht_table("BET"),)
+    tiny_config = {"obs_horizon": 3, "n_bins": 4, "n_layer": 1, "n_head": 2, "n_embd": 16, "kmeans_iters": 5}
 
     def __init__(self, config: BETConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from typing import ClassVar
+from typing import ClassVar, Collection
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from algorithms.diffusion.nets import mlp
 from algorithms.fields import coerce_value
+from algorithms.paper_scores import PaperScore
 
 
 class Algorithm:
@@ -64,6 +65,14 @@ class Algorithm:
     # act's actions always lie in the action box (EDP: False, its authors' sampler leaves the last step unclipped,
     # a few hundredths over; the rollout clips at the env and counts them, platform/evaluation.py)
     acts_in_box: ClassVar[bool] = True
+    # the papers' published numbers the report shows next to this algorithm's (algorithms/paper_scores.py), tried in
+    # order; and the paper's training budget by dataset source ("*": any source), shown next to what was run
+    paper_scores: ClassVar[tuple[PaperScore, ...]] = ()
+    paper_budget: ClassVar[dict[str, str]] = {}
+    # the tests' small configuration (config fields over the defaults: tests/test_contract.py builds every registered
+    # algorithm with it), and the variants of it (overrides) whose compiled update is checked against the eager one
+    tiny_config: ClassVar[dict] = {}
+    compile_variants: ClassVar[tuple[dict, ...]] = ({},)
 
     @classmethod
     def paper_settings(cls, dataset: str) -> dict:
@@ -71,6 +80,22 @@ class Algorithm:
         the platform fills the fields a study leaves unset with them (``algorithms.resolve_params``) and records
         them as "paper, per task".  Default: none (one setting for every task)."""
         return {}
+
+    @classmethod
+    def budget_params(cls, steps: int, config_fields: Collection[str]) -> dict:
+        """The config values that follow the trial's budget of ``steps`` gradient steps (``train.steps``); the train
+        loop puts them under the study's and the paper's per-task values.  Default: a config field ``max_steps``
+        (the span of a learning-rate schedule) is the trial's budget, not the paper's."""
+        return {"max_steps": steps} if "max_steps" in config_fields else {}
+
+    @classmethod
+    def vectorized_seeds(cls) -> type | None:
+        """``train.vectorize_seeds``: the class that trains N seeds of this algorithm in one vectorized update, or
+        None (not supported; the default).  It is built as ``Vec(config, spec, seeds, device)`` and has
+        ``stack_batches(batches)`` (static: the N seeds' batches -> one), ``update(stacked) -> [metrics per seed]``,
+        ``generators`` (one per seed), ``seed_state_dict(i)``, ``seed_policy_state_dict(i)`` and
+        ``load_seed_state_dict(i, d)`` (``algorithms/vectorized.py``)."""
+        return None
 
     def fit_dataset(self, data) -> None:
         """Read dataset statistics (``platform.datasets.OfflineDataset``); the default needs none."""

@@ -47,6 +47,7 @@ from algorithms.common import Algorithm, TwinQ, coerce_field_types, ema_update, 
 from algorithms.diffusion.nets import FastMish, NoiseMLP, fast_mish, mlp
 from algorithms.diffusion.samplers import ddpm_chain, ddpm_loss, ddpm_noise
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
+from algorithms.paper_scores import DIFFUSION_QL
 
 REWARD_SHAPINGS = ("none", "antmaze", "normalize")
 LR_DECAY_SCHEDULES = ("code", "per_step")
@@ -242,6 +243,16 @@ class DiffusionQL(Algorithm):
 
     data_kind = "transitions"
     compile_modules = ("actor", "ema_actor", "critic", "critic_target")  # train.compile: inside the step's two graphs
+    paper_scores = DIFFUSION_QL
+    paper_budget = {"*": "2M gradient steps"}  # Wang et al. 2023, Sec. 5
+    tiny_config = {"hidden_dim": 32, "n_action_samples": 8}
+
+    @classmethod
+    def vectorized_seeds(cls) -> type:
+        """``train.vectorize_seeds``: ``algorithms.vectorized.VectorizedDQL`` (the paper's defaults)."""
+        from algorithms.vectorized import VectorizedDQL
+
+        return VectorizedDQL
 
     @classmethod
     def paper_settings(cls, dataset: str) -> dict:

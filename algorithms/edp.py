@@ -183,6 +183,8 @@ class EDP(Algorithm):
     # (one compiled graph for both heads frees its saved tensors at the first backward)
     compile_modules = ("actor", "ema_actor", "critic.q1_model", "critic.q2_model", "critic_target.q1_model",
                        "critic_target.q2_model")
+    tiny_config = {"hidden_dim": 32, "n_timesteps": 100, "sampler_steps": 10, "n_action_samples": 4}
+    compile_variants = ({}, {"backbone": "iql"}, {"backbone": "crr"})
 
     @classmethod
     def paper_settings(cls, dataset: str) -> dict:

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from algorithms import EnvSpec
 from algorithms.common import coerce_field_types, lr_factor
 from algorithms.normalization import RangeNormalized, action_range, minmax_normalizer
+from algorithms.paper_scores import pusht_table
 
 DFO_SELECT = ("argmax", "sample")
 
@@ -169,6 +170,9 @@ class IBC(RangeNormalized):
     """
 
     data_kind = "sequences"
+    paper_scores = (pusht_table("IBC"),)
+    tiny_config = {"hidden_dim": 32, "n_hidden": 2, "n_counter_examples": 16, "dfo_samples": 32, "obs_horizon": 2,
+                   "pred_horizon": 2, "action_horizon": 1}
 
     def __init__(self, config: IBCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         self.cfg = c = config

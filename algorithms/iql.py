@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec, paper_settings
 from algorithms.diffusion.nets import mlp
+from algorithms.paper_scores import iql_table
 from algorithms.common import (Algorithm, ObsNormalizer, TwinCritic, advantage_weights, batch_tensors, coerce_field_types,
                                expectile_loss, reward_scale_from_returns, soft_update)
 
@@ -128,6 +129,8 @@ class IQL(Algorithm):
     """IQL agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
+    paper_scores = (iql_table(2),)
+    tiny_config = {"hidden_dim": 32}
 
     @classmethod
     def paper_settings(cls, dataset: str) -> dict:

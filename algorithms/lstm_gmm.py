@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.normalization import RangeNormalized, range_normalizer
+from algorithms.paper_scores import pusht_table
 from algorithms.common import coerce_field_types
 
 
@@ -120,6 +121,8 @@ class LSTMGMM(RangeNormalized):
     """BC-RNN with a GMM head: ``update(batch) -> metrics``, ``act(obs) -> (B, 1, act_dim)``, plain-tensor state."""
 
     data_kind = "sequences"
+    paper_scores = (pusht_table("LSTM-GMM"),)
+    tiny_config = {"obs_horizon": 3, "rnn_hidden_dim": 16, "rnn_num_layers": 1}
 
     def __init__(self, config: LSTMGMMConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec
 from algorithms.diffusion.nets import mlp
+from algorithms.paper_scores import iql_table
 from algorithms.common import Algorithm, ObsNormalizer, TwinCritic, batch_tensors, coerce_field_types, soft_update
 
 
@@ -101,6 +102,8 @@ class TD3BC(Algorithm):
     """TD3+BC agent: ``fit_dataset(data)``, ``update(batch) -> metrics``, ``act(obs) -> actions``, plain-tensor state."""
 
     data_kind = "transitions"
+    paper_scores = (iql_table(1),)
+    tiny_config = {"hidden_dim": 32}
 
     def __init__(self, config: TD3BCConfig, spec: EnvSpec, device: torch.device | str = "cpu"):
         c = self.cfg = config

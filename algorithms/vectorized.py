@@ -52,6 +52,8 @@ class VectorizedDQL:
     ordinary ``DiffusionQL.state_dict()`` (plain tensors).
     """
 
+    stack_batches = staticmethod(stack_batches)  # what the platform calls (``Algorithm.vectorized_seeds``)
+
     def __init__(self, config: DQLConfig, spec: EnvSpec, seeds: list[int], device: torch.device | str = "cpu"):
         c = config
         if c.max_q_backup or c.reward_shaping != "none" or c.lr_decay or c.eta <= 0:

@@ -78,7 +78,7 @@ class TrainSpec:
     checkpoint_every: int = 0      # 0 -> checkpoint at every evaluation
     eval_seed: int = 100_000       # first environment seed of evaluation episodes (Push-T protocol)
     log_every: int = 0             # 0 -> report train metrics only at evaluations
-    vectorize_seeds: bool = False  # dql: a worker's seeds in one vmapped update (algorithms/vectorized.py)
+    vectorize_seeds: bool = False  # a worker's seeds in one vmapped update (Algorithm.vectorized_seeds: dql)
     overlap_eval: bool = False     # evaluate step s's snapshot while training on; reported as step s later
     tf32: bool = True              # CUDA only: TF32 matmuls/convolutions (platform/gpu.py); false: IEEE float32
     cudnn_benchmark: bool = True   # CUDA only: cuDNN picks the fastest convolution for the run's fixed shapes
@@ -429,8 +429,8 @@ def _validate(spec: SweepSpec, c: _Checker, config_path: tuple = ("config",)):
             c.fail(("train", key), f"must be >= {low}, got {value}")
     if not t.seeds:
         c.fail(("train", "seeds"), "give at least one seed")
-    if t.vectorize_seeds and spec.algorithm != "dql":
-        c.fail(("train", "vectorize_seeds"), f"supported for dql only (algorithms/vectorized.py), not {spec.algorithm!r}")
+    if t.vectorize_seeds:
+        _needs_support(spec, c, "vectorize_seeds", lambda cls: cls.vectorized_seeds() is not None)
     if t.data_parallel:
         if t.vectorize_seeds:
             c.fail(("train", "data_parallel"), "cannot be combined with vectorize_seeds: choose one")

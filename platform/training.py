@@ -234,18 +234,18 @@ class SeedRuns:
 
 
 class VectorizedSeedRuns:
-    """``train: {vectorize_seeds: true}``: a worker's Diffusion-QL seeds as one ``VectorizedDQL`` (one vmapped
-    update for all seeds).  Seed s follows the same random streams as ``SeedRun(s)``: the same initial weights
-    (built after ``torch.manual_seed(s)``), the torch stream from there on, the same batch sampler."""
+    """``train: {vectorize_seeds: true}``: a worker's seeds as one vectorized runner, the class the algorithm's
+    ``vectorized_seeds()`` names (Diffusion-QL's ``VectorizedDQL``: one vmapped update for all seeds).  Seed s
+    follows the same random streams as ``SeedRun(s)``: the same initial weights (built after
+    ``torch.manual_seed(s)``), the torch stream from there on, the same batch sampler."""
 
     def __init__(self, seeds: list[int], spec: SweepSpec, config, env_spec, data, device, shard=None):
-        from algorithms.vectorized import VectorizedDQL, stack_batches
-
-        if spec.algorithm != "dql":
-            raise ValueError(f"train.vectorize_seeds supports dql only, not {spec.algorithm!r}")
-        self.stack = stack_batches
+        runner = algorithms.get(spec.algorithm)[1].vectorized_seeds()
+        if runner is None:
+            raise ValueError(f"train.vectorize_seeds: {spec.algorithm} does not support it")
+        self.stack = runner.stack_batches
         self.seeds = list(seeds)
-        self.vec = VectorizedDQL(config, env_spec, self.seeds, device)
+        self.vec = runner(config, env_spec, self.seeds, device)
         self.samplers = []
         for s in self.seeds:
             sampler = TransitionSampler(data, device)
@@ -327,8 +327,10 @@ def train_loop(loop_config: dict) -> None:
     env_spec = data.env_spec()
     # the study's values over the paper's per-task ones for this dataset (algorithms/paper_settings.py)
     config_params, _ = algorithms.resolve_params(spec.algorithm, spec.dataset, {**spec.config, **params})
-    if "max_steps" in algorithms.config_fields(spec.algorithm) and "max_steps" not in config_params:
-        config_params["max_steps"] = spec.train.steps  # lr schedules span this trial's budget, not the paper's
+    # under both, what follows the trial's budget (Algorithm.budget_params: e.g. an lr schedule's max_steps)
+    algo_cls = algorithms.get(spec.algorithm)[1]
+    budget = algo_cls.budget_params(spec.train.steps, algorithms.config_fields(spec.algorithm))
+    config_params = {**budget, **config_params}
     config = algorithms.build_config(spec.algorithm, config_params)
     config_dict = _config_dict(config)
     shard = (rank, world, lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if replicas else None

@@ -21,20 +21,9 @@ torch.set_num_threads(1)
 # Ranges that are not [-1, 1], so that every normalization is exercised.
 SPEC = EnvSpec(obs_dim=3, act_dim=2, act_low=(-2.0, -1.0), act_high=(2.0, 1.0), obs_low=(-3.0, -6.0, -20.0),
                obs_high=(3.0, 2.0, 30.0), act_min=(-1.8, -0.9), act_max=(1.9, 1.0))
-TINY = {
-    "bc": {"hidden_dim": 32},
-    "dql": {"hidden_dim": 32, "n_action_samples": 8},
-    "edp": {"hidden_dim": 32, "n_timesteps": 100, "sampler_steps": 10, "n_action_samples": 4},
-    "td3bc": {"hidden_dim": 32},
-    "iql": {"hidden_dim": 32},
-    "diffusion_policy": {"backbone": "cnn", "down_dims": (16, 32), "diffusion_step_embed_dim": 16,
-                         "obs_horizon": 2, "pred_horizon": 4, "action_horizon": 2, "n_timesteps": 10,
-                         "n_inference_steps": 10},
-    "ibc": {"hidden_dim": 32, "n_hidden": 2, "n_counter_examples": 16, "dfo_samples": 32, "obs_horizon": 2,
-            "pred_horizon": 2, "action_horizon": 1},
-    "lstm_gmm": {"obs_horizon": 3, "rnn_hidden_dim": 16, "rnn_num_layers": 1},
-    "bet": {"obs_horizon": 3, "n_bins": 4, "n_layer": 1, "n_head": 2, "n_embd": 16, "kmeans_iters": 5},
-}
+# Each algorithm's small configuration, declared by its class (``Algorithm.tiny_config``): a new algorithm needs no
+# edit here (tests/test_gpu_ready.py reads the same table).
+TINY = {name: algorithms.get(name)[1].tiny_config for name in algorithms.names()}
 
 
 class Data:
@@ -174,12 +163,12 @@ def test_seed_run_is_independent_of_the_seeds_beside_it(name):
     assert not all(torch.equal(x, y) for x, y in zip(wp, tensors(pair[1].algo.state_dict())))
 
 
+# every compilable algorithm, in each variant its class names (``Algorithm.compile_variants``: EDP's backbones)
 COMPILABLE = [(n, o) for n in algorithms.names() if algorithms.get(n)[1].compile_modules
-              for o in ([{}, {"backbone": "iql"}, {"backbone": "crr"}] if n == "edp" else [{}])]
+              for o in algorithms.get(n)[1].compile_variants]
 
 
-@pytest.mark.parametrize("name,overrides", COMPILABLE, ids=[f"{n}{'-' + o['backbone'] if o else ''}"
-                                                            for n, o in COMPILABLE])
+@pytest.mark.parametrize("name,overrides", COMPILABLE, ids=["-".join([n, *map(str, o.values())]) for n, o in COMPILABLE])
 def test_compiled_update_matches_eager(name, overrides):
     """``train.compile`` (``algo.compile()``) trains like the eager algorithm: same metrics and weights after a few
     steps up to fused kernels' round-off, from the same seed (a compiled graph that cannot backward as the step

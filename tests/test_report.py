@@ -319,7 +319,7 @@ def test_generated_and_pusht_references():
     assert report.paper_reference("dql", "generated:hopper-medium").value == 90.5
     assert report.paper_reference("edp", "generated:hopper-medium").label == "n/a (generated data)"
     assert report.paper_reference("diffusion_policy", "pusht:datasets/pusht/x.zarr").value == 91.0
-    assert report.paper_reference("diffusion_policy", "pusht:x.zarr", backbone="transformer").value == 79.0
+    assert report.paper_reference("diffusion_policy", "pusht:x.zarr", params={"backbone": "transformer"}).value == 79.0
     # the paper budget is the algorithm's own: Diffusion Policy's step count is not shown next to IBC
     assert "210k" in report.paper_budget("diffusion_policy", "pusht:x.zarr")
     assert report.paper_budget("ibc", "pusht:x.zarr") == "" and report.paper_budget("bet", "pusht:x.zarr") == ""

@@ -145,7 +145,7 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
                 rows.append([algo, "no evaluated trial", str(len(ats)), "0", "—", "—", "—", "", "", ""])
                 continue
             best_by_bench[bench][algo] = best
-            ref = paper_reference(algo, best.dataset, best.env, best.params.get("backbone"))
+            ref = paper_reference(algo, best.dataset, best.env, best.params)
             paper = f"{ref.value:g} ({ref.label})" if ref.value is not None else ref.label
             varying = varying_params(ats)
             groups = [(f"best config: {best.trial_id}" + (f" ({fmt_params(best.params, varying)})" if varying else ""),

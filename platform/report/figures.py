@@ -77,7 +77,7 @@ def fig_algorithms(plots: Plots, df: pd.DataFrame, bench: str, best: dict[str, T
     colors = plots.plt.get_cmap("tab10").colors
     for i, (algo, t) in enumerate(sorted(best.items())):
         _plot_curve(ax, curve_with_band(df, t.key), f"{algo} (best: {t.trial_id})", colors[i % 10])
-        _ref_line(ax, paper_reference(algo, t.dataset, t.env, t.params.get("backbone")))
+        _ref_line(ax, paper_reference(algo, t.dataset, t.env, t.params))
     ax.set(xlabel="gradient step", ylabel="normalized score", title=bench)
     ax.grid(alpha=0.3)
     _legend_outside(ax)
@@ -103,7 +103,7 @@ def fig_trials(plots: Plots, df: pd.DataFrame, title: str, ts: list[Trial], best
         else:  # many trials: thin grey lines, no band, so the best one stays readable
             _plot_curve(ax, curve, "_nolegend_", "0.7", lw=0.8, band=False)
     if best is not None:
-        _ref_line(ax, paper_reference(best.algorithm, best.dataset, best.env, best.params.get("backbone")))
+        _ref_line(ax, paper_reference(best.algorithm, best.dataset, best.env, best.params))
     ax.set(xlabel="gradient step", ylabel="normalized score", title=title)
     ax.grid(alpha=0.3)
     _legend_outside(ax)
