@@ -2,7 +2,10 @@
 
 * **actions out of the box**: more than ``OUT_OF_BOX_SHARE`` of the policy's actions beyond the env's action box
   (``eval/action_out_of_box``; the rollout clips them before ``env.step``, but a policy that needs the clip is not
-  the policy the paper describes -- EDP's broken 5-call sampler put 62% of its actions there);
+  the policy the paper describes -- EDP's broken 5-call sampler put 62% of its actions there, 1 to 11 half-widths
+  over) *and* some action more than ``OUT_OF_BOX_EXCESS`` half-widths over: EDP's faithful sampler leaves its last
+  step unclipped, and a few hundredths over is what it does (measured on generated hopper-medium at 2500 steps:
+  7% of actions beyond 1% of the half-width, the largest 0.025 over), which the clip at the env hardly changes;
 * **non-finite loss**: ``train/nonfinite_losses > 0`` (the trial then fails with a one-line error);
 * **Q diverges**: ``|train/q_mean|`` above ``Q_ABS_LIMIT``, or grown more than ``Q_GROWTH``-fold over the second half
   of the run to above ``Q_GROWTH_FLOOR`` (early growth from 0 is learning, not divergence);
@@ -16,6 +19,7 @@ import json
 import math
 
 OUT_OF_BOX_SHARE = 0.01
+OUT_OF_BOX_EXCESS = 0.05
 Q_ABS_LIMIT = 1e4
 Q_GROWTH, Q_GROWTH_FLOOR = 10.0, 1e3
 
@@ -30,8 +34,8 @@ def _num(v) -> float:
 def report_flags(result: dict) -> dict[str, str]:
     """Flags of one flat report (``history.flatten``: per-metric means over seeds): ``{kind: one-line reason}``."""
     flags = {}
-    out = _num(result.get("eval/action_out_of_box"))
-    if out > OUT_OF_BOX_SHARE:
+    out, excess = _num(result.get("eval/action_out_of_box")), _num(result.get("eval/action_excess_max"))
+    if out > OUT_OF_BOX_SHARE and not excess <= OUT_OF_BOX_EXCESS:
         flags["actions"] = (f"{out:.0%} of actions out of the action box (largest excess "
                             f"{_num(result.get('eval/action_excess_max')):.2g} half-widths; clipped at the env)")
     if _num(result.get("train/nonfinite_losses")) > 0:
@@ -80,7 +84,8 @@ def trial_flags(g, algorithm: str, dataset: str, params: dict, error: str | None
         ev = g[["seed", "step", "eval/action_out_of_box", "eval/action_excess_max"]].dropna(
             subset=["eval/action_out_of_box"])
         last = ev.sort_values("step").groupby("seed").tail(1)
-        bad = last[last["eval/action_out_of_box"].astype(float) > OUT_OF_BOX_SHARE]
+        bad = last[(last["eval/action_out_of_box"].astype(float) > OUT_OF_BOX_SHARE)
+                   & ~(last["eval/action_excess_max"].astype(float) <= OUT_OF_BOX_EXCESS)]
         if len(bad):
             flags.append(f"actions out of the box in {len(bad)} of {len(last)} runs at their last evaluation (up to "
                          f"{bad['eval/action_out_of_box'].max():.0%}, largest excess "
