@@ -189,7 +189,8 @@ def _health_section(doc: Doc, studies: dict[tuple, list[Trial]]) -> None:
     """One line per (study, algorithm, dataset): ok, or each flag of platform/health.py with the trials it hit."""
     doc.h(2, "Health")
     doc.p("Signs that a score cannot be believed (platform/health.py): more than 1% of a run's actions beyond the "
-          "action box at its last evaluation (clipped at the env, as every public evaluation loop does), a "
+          "action box at its last evaluation, some by more than 0.05 half-widths (clipped at the env, as every "
+          "public evaluation loop does; EDP's unclipped last step puts a few hundredths over, not flagged), a "
           "non-finite loss, a diverging Q scale, a configuration today's validation refuses, or an older run made "
           "off the paper's per-task settings.")
     lines = []
