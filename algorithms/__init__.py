@@ -21,12 +21,17 @@ method the platform calls)::
   ``action_horizon`` (Ta, the actions executed before replanning).
 
 ``REGISTRY`` maps the name used in YAML studies to ``(ConfigClass, AlgorithmClass)``; the
-platform looks algorithms up there, so adding one never touches ``platform/``.
+platform looks algorithms up there, so adding one never touches ``platform/``: a new algorithm is one line in
+``_ENTRIES`` below (its module in ``algorithms/``), or, for one that lives elsewhere (a test, a plug-in),
+``register(name, ConfigClass, AlgorithmClass)``, which the processes started after it inherit (a sweep's
+subprocess, its local Ray workers) through ``$DRL_ALGORITHMS``.  What the class declares (the capabilities the
+platform and the tests read) is listed in ``algorithms/common.py``'s ``Algorithm``.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from dataclasses import dataclass, field
 
 # name -> "module:ConfigClass:AlgorithmClass"; imported lazily so that listing names is cheap.
@@ -41,6 +46,23 @@ _ENTRIES: dict[str, str] = {
     "lstm_gmm": "algorithms.lstm_gmm:LSTMGMMConfig:LSTMGMM",
     "bet": "algorithms.bet:BETConfig:BET",
 }
+# algorithms registered outside this file (``register``): ``name=module:ConfigClass:AlgorithmClass``, comma-separated
+ENV_VAR = "DRL_ALGORITHMS"
+
+
+def _registered() -> dict[str, str]:
+    """``$DRL_ALGORITHMS``'s entries, by name."""
+    out = {}
+    for item in filter(None, os.environ.get(ENV_VAR, "").split(",")):
+        name, _, entry = item.partition("=")
+        if entry.count(":") != 2 or name in _ENTRIES:
+            raise ValueError(f"${ENV_VAR}: {item!r} is not name=module:ConfigClass:AlgorithmClass with a new name")
+        out[name] = entry
+    return out
+
+
+def _entries() -> dict[str, str]:
+    return {**_ENTRIES, **_registered()}
 
 
 @dataclass(frozen=True)
@@ -85,14 +107,15 @@ class EnvSpec:
 
 
 def names() -> list[str]:
-    return sorted(_ENTRIES)
+    return sorted(_entries())
 
 
 def get(name: str):
     """Return ``(ConfigClass, AlgorithmClass)`` for a registered algorithm name."""
-    if name not in _ENTRIES:
+    entries = _entries()
+    if name not in entries:
         raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(names())}")
-    module, config_cls, algo_cls = _ENTRIES[name].split(":")
+    module, config_cls, algo_cls = entries[name].split(":")
     mod = importlib.import_module(module)
     return getattr(mod, config_cls), getattr(mod, algo_cls)
 
@@ -106,7 +129,7 @@ class _Registry(dict):
         return value
 
     def __contains__(self, name):
-        return name in _ENTRIES
+        return name in _entries()
 
     def __iter__(self):
         return iter(names())
@@ -116,6 +139,29 @@ class _Registry(dict):
 
 
 REGISTRY = _Registry()
+
+
+def register(name: str, config_cls: type, algo_cls: type) -> None:
+    """Make ``name`` an algorithm outside ``_ENTRIES``: ``config_cls`` and ``algo_cls`` are top-level classes of one
+    importable module (``tests.test_add_algorithm``), imported again by name wherever the algorithm runs.  Set in
+    ``$DRL_ALGORITHMS``, so processes started afterwards (a sweep's subprocess, a local Ray's workers) know it;
+    a cluster that is already running does not: there, add the line to ``_ENTRIES``.  ``unregister`` undoes it."""
+    module = algo_cls.__module__
+    if config_cls.__module__ != module or "." in config_cls.__qualname__ + algo_cls.__qualname__:
+        raise ValueError(f"register({name!r}): the config and algorithm classes must be top-level classes of one module")
+    if name in _entries() or not name.isidentifier():
+        raise ValueError(f"register({name!r}): an identifier that is not a registered algorithm name is needed")
+    entry = f"{name}={module}:{config_cls.__qualname__}:{algo_cls.__qualname__}"
+    os.environ[ENV_VAR] = ",".join(filter(None, [os.environ.get(ENV_VAR, ""), entry]))
+
+
+def unregister(name: str) -> None:
+    """Forget an algorithm ``register`` added (the built-in ones stay)."""
+    if name in _ENTRIES:
+        raise ValueError(f"unregister({name!r}): a built-in algorithm (algorithms/__init__.py's _ENTRIES)")
+    kept = [item for item in os.environ.get(ENV_VAR, "").split(",") if item and item.partition("=")[0] != name]
+    os.environ[ENV_VAR] = ",".join(kept)
+    REGISTRY.pop(name, None)
 
 
 def config_fields(name: str) -> dict[str, dataclasses.Field]:
@@ -155,4 +201,5 @@ def build(name: str, config, spec, device="cpu"):
     return algo_cls(config, spec, torch.device(device))
 
 
-__all__ = ["EnvSpec", "REGISTRY", "names", "get", "config_fields", "build_config", "resolve_params", "build", "field"]
+__all__ = ["EnvSpec", "REGISTRY", "names", "get", "register", "unregister", "config_fields", "build_config",
+           "resolve_params", "build", "field"]

@@ -67,7 +67,7 @@ def observations(algo, n=5) -> torch.Tensor:
 
 def make(name, seed=0):
     torch.manual_seed(seed)
-    algo = algorithms.build(name, TINY[name], SPEC)
+    algo = algorithms.build(name, algorithms.get(name)[1].tiny_config, SPEC)
     algo.fit_dataset(DATA)
     return algo
 
@@ -89,6 +89,11 @@ def test_every_registered_algorithm_has_a_tiny_config():
 
 @pytest.mark.parametrize("name", algorithms.names())
 def test_contract(name):
+    check_contract(name)
+
+
+def check_contract(name):
+    """The contract checks of one registered algorithm (also run on tests/test_add_algorithm.py's example)."""
     algo = make(name)
     assert isinstance(algo, Algorithm) and type(algo) is algorithms.get(name)[1]
     assert algo.data_kind in ("transitions", "sequences")
@@ -122,6 +127,10 @@ def test_contract(name):
 
 @pytest.mark.parametrize("name", algorithms.names())
 def test_seeded_determinism(name):
+    check_seeded_determinism(name)
+
+
+def check_seeded_determinism(name):
     """Same seed, same calls -> same metrics and weights (the platform keeps one RNG state per seed, so
     seeds trained side by side in one worker do not draw from each other's stream)."""
     def run(seed):
