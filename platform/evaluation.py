@@ -14,7 +14,10 @@ Push-T, 100 x the mean over episodes of each episode's best reward, the paper's 
 batched ``act`` call: a policy's sampling cost, e.g. K or the solver's steps), and the health metrics
 ``eval/action_out_of_box`` (share of the policy's actions beyond the env's action box by more than 1% of its
 half-width) and ``eval/action_excess_max`` (the largest excess, in half-widths).  Every action is clipped to the
-box before ``env.step``, as every public evaluation loop does (by clamp or wrapper).
+box before ``env.step``, as every public evaluation loop does (by clamp or wrapper).  On the toy tasks
+(``platform/datasets/toy.py``, one-step episodes) the episodes' first executed actions also give
+``eval/modes_covered``, ``eval/off_support``, ``eval/mmd``, ``eval/best_mode_share`` (bandit) and
+``eval/actions_sample`` (a JSON string of the first actions, for the report's scatter).
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
             n_actions, n_out = np.zeros(n_envs, dtype=int), np.zeros(n_envs, dtype=int)
             excess_max = np.zeros(n_envs)
             act_s, act_calls = 0.0, 0
+            first_action = np.full((n_envs, int(np.prod(envs.single_action_space.shape or (1,)))), np.nan)
+            first_obs = [None] * n_envs  # each episode's first executed action and the observation it acted on
             frames: list[list] = [[] for _ in range(n_envs)]
 
             def record(live: np.ndarray, last: np.ndarray) -> None:
@@ -89,6 +94,9 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
                 act_s, act_calls = act_s + time.perf_counter() - tick, act_calls + 1
                 for t in range(actions.shape[1]):
                     action, excess = clip_to_box(actions[:, t], low, high)
+                    for i in np.flatnonzero(~done & (length == 0)):
+                        first_action[i] = np.asarray(action[i], dtype=np.float64).reshape(-1)
+                        first_obs[i] = obs[i].tolist() if isinstance(obs, np.ndarray) else None
                     obs, reward, term, trunc, info = envs.step(action)
                     live = ~done
                     n_actions[live] += 1
@@ -110,7 +118,8 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
                             "length": int(length[i]), "success": bool(success[i]),
                             "act_ms": 1000.0 * act_s / max(1, act_calls),  # one act call for the batch of envs
                             "actions": int(n_actions[i]), "actions_out": int(n_out[i]),
-                            "excess_max": float(excess_max[i])})
+                            "excess_max": float(excess_max[i]),
+                            "first_action": first_action[i].tolist(), "first_obs": first_obs[i]})
                 if render_every:
                     out[-1]["frames"] = frames[i]
     finally:
@@ -172,7 +181,20 @@ def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max:
         m["eval/normalized_score"] = float(normalized_score(env_id, returns.mean(), ref=(ref_min, ref_max)))
     else:
         m["eval/normalized_score"] = float("nan")
+    m.update(toy_metrics(episodes, env_id))
     return m
+
+
+def toy_metrics(episodes: list[dict], env_id: str) -> dict:
+    """The toy tasks' mode metrics of the episodes' first actions (``platform/datasets/toy.py``); {} elsewhere."""
+    from platform.datasets.toy import ENV_TASKS, actions_sample, mode_metrics
+
+    task = ENV_TASKS.get(env_id)
+    if task is None or not episodes or any(e.get("first_obs") is None for e in episodes):
+        return {}
+    actions = np.array([e["first_action"] for e in episodes], dtype=np.float64)
+    obs = np.array([e["first_obs"] for e in episodes], dtype=np.float64)
+    return {**mode_metrics(task, actions, obs), "eval/actions_sample": actions_sample(actions, obs, task)}
 
 
 @ray.remote(**ROLLOUT_ACTOR_OPTIONS)

@@ -17,11 +17,13 @@ _SEED_KEY = re.compile(r"^seed(-?\d+)/(.+)$")
 
 
 def flatten(per_seed: dict[int, dict]) -> dict:
-    """``{seed: {metric: value}}`` -> the flat report: per-metric means, ``seed<s>/<metric>``, ``num_seeds``."""
+    """``{seed: {metric: value}}`` -> the flat report: per-metric means (numbers only), ``seed<s>/<metric>``,
+    ``num_seeds``."""
     out: dict = {}
     for k in sorted({k for m in per_seed.values() for k in m}):
-        values = [float(m[k]) for m in per_seed.values() if k in m]
-        out[k] = sum(values) / len(values)
+        values = [float(m[k]) for m in per_seed.values() if k in m and not isinstance(m[k], str)]
+        if values:  # a text value (eval/actions_sample's JSON) is kept per seed only
+            out[k] = sum(values) / len(values)
     for s, m in per_seed.items():
         for k, v in m.items():
             out[f"seed{s}/{k}"] = v

@@ -14,6 +14,8 @@
   (``platform/datasets/pusht.py``).
 * ``robomimic:<file.hdf5>``, ``scripted:<blockpush|lift>``, ``kitchen:<name>``, ``antmaze:<name>``,
   ``adroit:<pen-quality>``: the robot benchmarks (``platform/datasets/robotics.py``).
+* ``toy:<bandit|modes8|modes-state>``: small tasks with a known multimodal behaviour (the Diffusion-QL paper's
+  bandit, modes on a circle), made in memory from a fixed seed (``platform/datasets/toy.py``).
 
 Nothing is downloaded: the machines this runs on may be offline.
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from platform.datasets import collect  # the generated datasets' names and costs (generating imports generate.py)
+from platform.datasets import toy  # toy:<task>, made in memory (numpy only)
 from platform.datasets.base import KINDS, ROBOTICS_KINDS, OfflineDataset, d4rl_dir, data_dir, split_name
 
 
@@ -156,6 +159,7 @@ SOURCES: dict[str, Source] = {
     "pusht": Source(_check_pusht, _load_pusht),
     "minari": Source(_check_minari, _load_minari),
     **{kind: _robotics(kind) for kind in ROBOTICS_KINDS},
+    "toy": Source(toy.check_toy, toy.load_toy),
 }
 assert set(SOURCES) == set(KINDS)
 

@@ -10,7 +10,7 @@ import numpy as np
 from algorithms import EnvSpec
 
 ROBOTICS_KINDS = ("robomimic", "scripted", "kitchen", "antmaze", "adroit")
-KINDS = ("d4rl", "minari", "generated", "pusht", "robomimic", "scripted", "kitchen", "antmaze", "adroit")
+KINDS = ("d4rl", "minari", "generated", "pusht", "robomimic", "scripted", "kitchen", "antmaze", "adroit", "toy")
 
 
 @dataclass

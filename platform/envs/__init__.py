@@ -3,11 +3,16 @@
 ``make_env("HalfCheetah-v5")`` is plain ``gymnasium.make``; ``pusht`` (or ``gym_pusht/PushT-v0``)
 gives the low-dimensional Push-T task of the Diffusion Policy paper (20-d keypoint observations).
 The robot benchmarks (``kitchen-complete``, ``antmaze-umaze``, ``pen``, ``robosuite:Lift``,
-``blockpush``, ...) come from ``platform/envs/robotics.py``.
+``blockpush``, ...) come from ``platform/envs/robotics.py``; the toy tasks' one-step envs (``ToyBandit-v0``,
+``ToyModes8-v0``, ``ToyModesState-v0``) from ``platform/envs/toy.py``, registered with gymnasium on import.
 """
 from __future__ import annotations
 
 import gymnasium as gym
+
+from platform.envs import toy as _toy
+
+_toy.register()
 
 PUSHT_IDS = ("pusht", "PushT-v0", "gym_pusht/PushT-v0")
 
