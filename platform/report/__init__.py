@@ -38,6 +38,7 @@ from platform.report.document import (Doc, Table, fduration, fiqm, fmean_std, fn
                                       render_markdown)
 from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_profiles, fig_sensitivity, fig_trials
 from platform.report.papers import paper_budget, paper_reference
+from platform.report.toy import toy_section
 from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, MIN_RUNS_BAND, MIN_RUNS_IQM, N_BOOT, PROTOCOLS,
                                    ReportError, Trial, _normalize,
                                    best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm, load_results,
@@ -465,6 +466,7 @@ def build_report(paths: list[str], out_dir: str, protocol: str | None = None) ->
         if tasks_by_algo:
             doc.fig(fig_profiles(plots, tasks_by_algo))
 
+    toy_section(doc, plots, df, best_by_bench)  # toy:<task> studies: actions over the true modes (report/toy.py)
     _videos_section(doc, out_dir, [paths] if isinstance(paths, str) else list(paths))
     doc.h(2, "Learning curves")
     for bench, best in best_by_bench.items():
