@@ -174,3 +174,27 @@ def test_studies_validate_and_their_sequence_models_get_one_window_per_episode(s
         sampler = make_sampler(data, algo, torch.device("cpu"))
         if algo.data_kind == "sequences":  # one-step episodes: the YAML's horizons must leave each one a window
             assert len(sampler.sampler.rows) == len(data), name
+
+
+def test_report_draws_the_actions_and_states_the_numbers(tmp_path):
+    import pandas as pd
+
+    from platform.datasets.toy import actions_sample
+    from platform.report import build_report
+
+    t, rows = TASKS["bandit"], []
+    for trial, algo, centre in (("t0", "dql", [0.8, -0.8]), ("t1", "bc", [0.0, 0.0])):
+        for seed in (0, 1):
+            a = np.array(centre) + 0.03 * np.random.default_rng(seed).standard_normal((200, 2))
+            m = mode_metrics(t, a, np.zeros((200, 2)))
+            rows.append({"sweep": "toy", "trial_id": trial, "algorithm": algo, "dataset": "toy:bandit",
+                         "env": t.env_id, "seed": seed, "step": 100, "status": "TERMINATED",
+                         "eval/normalized_score": 20.0 * t.reward(a, np.zeros(200, int)).mean(), **m,
+                         "eval/actions_sample": actions_sample(a, np.zeros((200, 2)), t)})
+    pd.DataFrame(rows).to_parquet(tmp_path / "metrics.parquet")
+    build_report([str(tmp_path / "metrics.parquet")], str(tmp_path / "report"))
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "## Modes of the evaluated actions" in text and "Diffusion-QL, Wang et al. 2023, Figure 1" in text
+    assert "| dql | t0 | 2 | 100 | 0.25 ± 0.00 | 0.00 ± 0.00 |" in text
+    assert "Most on the best corner: dql (100%)" in text
+    assert (tmp_path / "report" / "figures" / "actions-toy-bandit-toybandit-v0.png").exists()
