@@ -21,10 +21,12 @@ PREDICTIONS = {
               "sampler finds them; diffusion models (Diffusion Policy, and Diffusion-QL with eta = 0, i.e. diffusion "
               "behaviour cloning) cover every mode (the talk: \"no mode collapse, theoretically infinite modes\"; "
               "Diffusion Policy, Chi et al. 2023, Figure 3)."),
-    "bandit": ("What the paper predicts (Diffusion-QL, Wang et al. 2023, Figure 1): on this offline bandit the Q-guided "
-               "diffusion policy puts its actions on the best corner (reward 5) and stays on the data's support, while "
-               "Gaussian-policy methods (TD3+BC, and IQL's advantage-weighted Gaussian) land between corners or on a "
-               "worse one, and BC averages all four corners."),
+    "bandit": ("What the paper predicts (Diffusion-QL, Wang et al. 2023, Figure 1, whose toy compares TD3+BC, BCQ, "
+               "BEAR-MMD and Diffusion-QL): on this offline bandit the Q-guided diffusion policy puts its actions on the "
+               "best corner (reward 5) and stays on the data's support, while the Gaussian policy of TD3+BC lands "
+               "between corners or on a worse one; a Gaussian BC averages all four corners. IQL is not in the paper's "
+               "figure: its policy is a Gaussian too, but fitted by advantage-weighted regression (weights exp(3 A)), "
+               "which can put its mean on the best corner when that corner's advantage dominates the weights."),
 }
 
 
