@@ -27,7 +27,7 @@ from typing import Callable
 
 from platform.datasets import collect  # the generated datasets' names and costs (generating imports generate.py)
 from platform.datasets import toy  # toy:<task>, made in memory (numpy only)
-from platform.datasets.base import KINDS, ROBOTICS_KINDS, OfflineDataset, d4rl_dir, data_dir, split_name
+from platform.datasets.base import OfflineDataset, d4rl_dir, data_dir
 
 
 def d4rl_path(value: str, cache_dir: str | None = None) -> str:
@@ -153,15 +153,33 @@ class Source:
     load: Callable[[str, str | None, bool | None], OfflineDataset]
 
 
+# the one table of dataset sources: a study's ``<kind>:<value>`` names its kind here, every list of kinds comes from it
 SOURCES: dict[str, Source] = {
     "d4rl": Source(_check_d4rl, _load_d4rl),
+    "minari": Source(_check_minari, _load_minari),
     "generated": Source(_check_generated, _load_generated),
     "pusht": Source(_check_pusht, _load_pusht),
-    "minari": Source(_check_minari, _load_minari),
-    **{kind: _robotics(kind) for kind in ROBOTICS_KINDS},
+    "robomimic": _robotics("robomimic"),
+    "scripted": _robotics("scripted"),
+    "kitchen": _robotics("kitchen"),
+    "antmaze": _robotics("antmaze"),
+    "adroit": _robotics("adroit"),
     "toy": Source(toy.check_toy, toy.load_toy),
 }
-assert set(SOURCES) == set(KINDS)
+KINDS = tuple(SOURCES)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``"generated:pendulum-medium"`` -> ``("generated", "pendulum-medium")``; ValueError if malformed."""
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(f"dataset {name!r}: expected <kind>:<value> with kind one of {', '.join(KINDS)} "
+                         f"(e.g. generated:pendulum-medium)")
+    kind, value = name.split(":", 1)
+    if kind not in SOURCES:
+        raise ValueError(f"dataset {name!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if not value.strip():
+        raise ValueError(f"dataset {name!r}: nothing after '{kind}:'")
+    return kind, value.strip()
 
 
 # ----------------------------------------------------------------------------- the facade

@@ -9,9 +9,6 @@ import numpy as np
 
 from algorithms import EnvSpec
 
-ROBOTICS_KINDS = ("robomimic", "scripted", "kitchen", "antmaze", "adroit")
-KINDS = ("d4rl", "minari", "generated", "pusht", "robomimic", "scripted", "kitchen", "antmaze", "adroit", "toy")
-
 
 @dataclass
 class OfflineDataset:
@@ -100,16 +97,3 @@ def data_dir(cache_dir: str | None = None) -> str:
 
 def d4rl_dir(cache_dir: str | None = None) -> str:
     return os.path.expanduser(cache_dir or os.environ.get("D4RL_DATASET_DIR") or "~/.d4rl/datasets")
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """``"generated:pendulum-medium"`` -> ``("generated", "pendulum-medium")``; ValueError if malformed."""
-    if not isinstance(name, str) or ":" not in name:
-        raise ValueError(f"dataset {name!r}: expected <kind>:<value> with kind one of {', '.join(KINDS)} "
-                         f"(e.g. generated:pendulum-medium)")
-    kind, value = name.split(":", 1)
-    if kind not in KINDS:
-        raise ValueError(f"dataset {name!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    if not value.strip():
-        raise ValueError(f"dataset {name!r}: nothing after '{kind}:'")
-    return kind, value.strip()

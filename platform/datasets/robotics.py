@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-KINDS = ("robomimic", "scripted", "kitchen", "antmaze", "adroit")
 SCRIPTED_ENV_IDS = {"blockpush": "blockpush", "lift": "robosuite:Lift"}
 CHEAP_SCRIPTED = ("blockpush",)
 
@@ -68,4 +67,4 @@ def load(kind: str, value: str, cache_dir: str | None = None, allow_generate: bo
     return load_minari_files(kind, value)
 
 
-__all__ = ["KINDS", "check", "load", "scripted_path"]
+__all__ = ["check", "load", "scripted_path"]
