@@ -192,7 +192,7 @@ class SeedRun:
                 torch.cuda.set_rng_state(other_cuda, self.device)
 
     def train_metrics(self, step: int) -> dict[str, float]:
-        """Means of the update metrics since the last call; raises on NaN/inf (a diverged trial)."""
+        """Means of the update metrics since the last call, with ``train/nonfinite_losses`` (see ``means``)."""
         out = means(self.sums, self.count, self.seed, step)
         self.sums, self.count = {}, 0
         return out
@@ -426,7 +426,9 @@ def train_loop(loop_config: dict) -> None:
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
             diverged = nonfinite_error(per_seed, step)
             if diverged is not None:  # recorded (train/nonfinite_losses > 0), then the trial fails in one line
-                publish(step, per_seed, False, sps, elapsed, 0.0, None)
+                # the study's metric(s) as NaN: Tune refuses a report without them (no evaluation was made)
+                nan = {m: float("nan") for m in (spec.search.objectives or [spec.search.metric])}
+                publish(step, {s: {**m, **nan} for s, m in per_seed.items()}, False, sps, elapsed, 0.0, None)
                 raise diverged
             if pending is not None:
                 p_step, job, p_seed, p_sps, p_elapsed, p_ckpt = pending

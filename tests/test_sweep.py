@@ -80,6 +80,9 @@ def test_failing_trial_does_not_stop_sweep(tmp_path, data_dir):
     assert by_status["ERROR"] == pytest.approx(1e30) and by_status["TERMINATED"] == pytest.approx(1e-3)
     err = df[df["status"] == "ERROR"]["error"].iloc[0]
     assert "non-finite" in err, err
+    # the diverged report is kept (health: train/nonfinite_losses counted) before the trial fails
+    bad = df[df["status"] == "ERROR"]
+    assert (bad["train/nonfinite_losses"] > 0).all() and set(bad["seed"]) == {0, 1}, bad
     ok = df[df["status"] == "TERMINATED"]
     assert set(ok["step"]) == {10, 20} and ok["eval/return_mean"].notna().all()
     # the last lines list the failed trial with its one-line reason (exit 0: one trial finished)
