@@ -15,7 +15,7 @@ batched ``act`` call: a policy's sampling cost, e.g. K or the solver's steps), a
 ``eval/action_out_of_box`` (share of the policy's actions beyond the env's action box by more than 1% of its
 half-width) and ``eval/action_excess_max`` (the largest excess, in half-widths).  Every action is clipped to the
 box before ``env.step``, as every public evaluation loop does (by clamp or wrapper).  On the toy tasks
-(``platform/datasets/toy.py``, one-step episodes) the episodes' first executed actions also give
+(``platform/envs/toy_tasks.py``, one-step episodes) the episodes' first executed actions also give
 ``eval/modes_covered``, ``eval/off_support``, ``eval/mmd``, ``eval/best_mode_share`` (bandit) and
 ``eval/actions_sample`` (a JSON string of the first actions, for the report's scatter).
 """
@@ -186,8 +186,8 @@ def summarize(episodes: list[dict], env_id: str, ref_min: float | None, ref_max:
 
 
 def toy_metrics(episodes: list[dict], env_id: str) -> dict:
-    """The toy tasks' mode metrics of the episodes' first actions (``platform/datasets/toy.py``); {} elsewhere."""
-    from platform.datasets.toy import ENV_TASKS, actions_sample, mode_metrics
+    """The toy tasks' mode metrics of the episodes' first actions (``platform/envs/toy_tasks.py``); {} elsewhere."""
+    from platform.envs.toy_tasks import ENV_TASKS, actions_sample, mode_metrics
 
     task = ENV_TASKS.get(env_id)
     if task is None or not episodes or any(e.get("first_obs") is None for e in episodes):

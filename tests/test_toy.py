@@ -1,4 +1,4 @@
-"""The toy tasks of issue 40 (platform/datasets/toy.py, platform/envs/toy.py): the datasets' statistics, the envs'
+"""The toy tasks of issue 40 (platform/envs/toy_tasks.py, platform/datasets/toy.py, platform/envs/toy.py): the datasets' statistics, the envs'
 rewards, the mode metrics on hand-made action sets, the rollout's record of first actions, and that the studies
 validate.  Seconds."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from platform.datasets import load_dataset
-from platform.datasets.toy import TASKS, mode_metrics, reference_sample
+from platform.envs.toy_tasks import TASKS, mode_metrics, reference_sample
 
 BANDIT_CORNERS = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]])  # the paper's order
 BANDIT_REWARDS = np.array([3.0, 0.0, 1.5, 5.0])
@@ -179,7 +179,7 @@ def test_studies_validate_and_their_sequence_models_get_one_window_per_episode(s
 def test_report_draws_the_actions_and_states_the_numbers(tmp_path):
     import pandas as pd
 
-    from platform.datasets.toy import actions_sample
+    from platform.envs.toy_tasks import actions_sample
     from platform.report import build_report
 
     t, rows = TASKS["bandit"], []

@@ -2,14 +2,14 @@
 
 ``reset(seed)`` gives the state (``zeros(2)`` for the one-state tasks; ``toy:modes-state``: one of 4 one-hot states,
 drawn from the seed); ``step(action)`` pays the expected reward of the mode whose support holds the action
-(``platform/datasets/toy.py``: within 3 std of its centre), 0 off the support, and ends the episode.
+(``platform/envs/toy_tasks.py``: within 3 std of its centre), 0 off the support, and ends the episode.
 """
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 
-from platform.datasets.toy import TASKS
+from platform.envs.toy_tasks import TASKS
 
 
 class ToyEnv(gym.Env):

@@ -1,4 +1,4 @@
-"""The report's section for studies on the toy tasks (``toy:<task>``, ``platform/datasets/toy.py``): one scatter per
+"""The report's section for studies on the toy tasks (``toy:<task>``, ``platform/envs/toy_tasks.py``): one scatter per
 algorithm of its evaluated actions over the true modes, the mode metrics from the Parquet, what the papers
 predict and what the run shows (sentences made from the same numbers)."""
 from __future__ import annotations
@@ -31,7 +31,7 @@ PREDICTIONS = {
 
 
 def toy_task_of(dataset: str):
-    from platform.datasets.toy import TASKS
+    from platform.envs.toy_tasks import TASKS
 
     kind, _, value = str(dataset).partition(":")
     return TASKS.get(value) if kind == "toy" else None
@@ -90,7 +90,7 @@ def fig_toy_actions(plots, title: str, task, panels: list[tuple[str, np.ndarray]
 
 def toy_section(doc: Doc, plots, df: pd.DataFrame, best_by_bench: dict[str, dict[str, Trial]]) -> None:
     """The section, for every benchmark on a toy dataset (nothing otherwise)."""
-    from platform.datasets.toy import reference_sample
+    from platform.envs.toy_tasks import reference_sample
 
     benches = [(b, best) for b, best in best_by_bench.items()
                if best and toy_task_of(next(iter(best.values())).dataset) is not None]
@@ -123,7 +123,7 @@ def toy_section(doc: Doc, plots, df: pd.DataFrame, best_by_bench: dict[str, dict
         if not rows:
             doc.p("No evaluation recorded the mode metrics.")
             continue
-        doc.p(f"Metrics per evaluation (`platform/datasets/toy.py`, over the evaluation's one-step episodes): "
+        doc.p(f"Metrics per evaluation (`platform/envs/toy_tasks.py`, over the evaluation's one-step episodes): "
               f"modes covered = share of the {task.n_modes} modes"
               + (" of each state" if task.n_states > 1 else "")
               + " holding at least 1/4 of their fair share of the actions within 3 std of their centre; off support "
