@@ -45,7 +45,7 @@ def run_episodes(algo, env_fns, seeds: list[int], render_every: int = 0, max_fra
     ``render_every > 0`` (the envs made with ``render_mode="rgb_array"``): each episode's record also holds
     ``"frames"``, the env's ``render()`` after the reset and after every ``render_every``-th step of the episode
     (its last step included), at most ``max_frames`` of them; the episode itself (actions, scores) is the same as
-    without rendering (platform/videos.py).
+    without rendering (platform/report/videos.py).
     """
     import gymnasium as gym
 

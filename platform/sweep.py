@@ -194,7 +194,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
     ``address``: a Ray cluster to join (``--address``; see ``cluster_address``), else a local Ray of our own.
 
     ``videos``: before the report, the best policy of each (study, algorithm) rolls out a few test seeds with
-    rendering on, in Ray CPU tasks, into ``reports/<name>/videos/`` (``platform.videos``); the report embeds them."""
+    rendering on, in Ray CPU tasks, into ``reports/<name>/videos/`` (``platform.report.videos``); the report embeds them."""
     from platform import results
 
     storage = os.path.abspath(storage or spec.storage or default_storage())
@@ -246,7 +246,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, resume: bool = False,
             results.write_portable(path, out_dir)
             if videos:
                 try:
-                    from platform.videos import make_videos
+                    from platform.report.videos import make_videos
 
                     make_videos([os.path.dirname(path)], out_dir, use_ray=True,
                                 log=lambda m: print(m.replace("[videos]", "[sweep] videos:", 1), flush=True))

@@ -1,4 +1,4 @@
-"""Rollout videos (platform/videos.py): real Push-T rollouts of a checkpoint written with platform.checkpoint,
+"""Rollout videos (platform/report/videos.py): real Push-T rollouts of a checkpoint written with platform.checkpoint,
 recorded to GIFs through the evaluation's own loop, embedded by the report, and seen in headless Chromium.
 
 The study here is written by hand in the layout a sweep leaves (``<results>/metrics.parquet``, ``spec.json``,
@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import torch
 
-from platform import checkpoint, videos
+from platform import checkpoint
+from platform.report import videos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY, ALGO, STEP = "vid_study", "diffusion_policy", 2

@@ -11,7 +11,7 @@ it is picked up).  Several results are compared in one report.  The report holds
   paper's published number (the paper's table, cited below) where the task matches;
 * learning curves (mean over seeds, 95% bootstrap band), sensitivity plots for every searched
   parameter, Optuna parameter importances and the best configuration per study;
-* rollout videos (GIFs) of each study's best policy, when made with ``--videos`` (see ``platform.videos``);
+* rollout videos (GIFs) of each study's best policy, when made with ``--videos`` (see ``platform.report.videos``);
 * cost (trial wall time, reserved CPU/GPU hours, steps/s), failed trials and run metadata.
 
 Every number comes from the Parquet (the spec only adds what the Parquet cannot know, marked as
@@ -190,10 +190,10 @@ def _studies_section(doc: Doc, plots: Plots, df: pd.DataFrame, studies: dict[tup
 
 
 def _videos_section(doc: Doc, out_dir: str, paths: list[str]) -> None:
-    """Rollout GIFs of each study's best policy, made once by ``--videos`` (platform/videos.py) and kept beside the
+    """Rollout GIFs of each study's best policy, made once by ``--videos`` (platform/report/videos.py) and kept beside the
     report in ``videos/``; a rebuild embeds what is there and renders nothing.  No videos: no section."""
     from platform.report.document import Video
-    from platform.videos import adopt_videos, load_manifest
+    from platform.report.videos import adopt_videos, load_manifest
 
     adopt_videos(paths, out_dir)
     entries = load_manifest(out_dir)
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = args.out or _default_out(args.results)
         if args.videos:
-            from platform.videos import make_videos
+            from platform.report.videos import make_videos
 
             make_videos(args.results, out, episodes=args.video_episodes, protocol=args.protocol,
                         log=lambda m: print(m, file=sys.stderr))

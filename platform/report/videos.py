@@ -317,7 +317,7 @@ def _key(e: dict) -> tuple:
 
 
 def _shown(path: str) -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
     rel = os.path.relpath(os.path.abspath(path), root)
     return rel if not rel.startswith("..") else os.path.basename(os.path.abspath(path))
 
