@@ -352,7 +352,7 @@ def dql_seed(pub, seed: int, cfg, env_spec, data, sampler_data: dict, reward_tun
         def train_platform():
             for st in range(done + 1, target + 1):
                 run.step(args.batch_size, st)
-            return {k.removeprefix("train/"): v for k, v in run.train_metrics(target).items()}
+            return {k.removeprefix("train/"): v for k, v in run.train_metrics().items()}
 
         sides = [("public", train_public), ("platform", train_platform)]
         if j % 2:  # alternate who trains first: load changes hit both alike

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 OUT_OF_BOX_SHARE = 0.01
 OUT_OF_BOX_EXCESS = 0.05
 Q_ABS_LIMIT = 1e4
@@ -31,13 +33,20 @@ def _num(v) -> float:
         return float("nan")
 
 
+def actions_out_of_box(share, excess):
+    """The out-of-box rule: more than ``OUT_OF_BOX_SHARE`` of the actions beyond the box and some action more than
+    ``OUT_OF_BOX_EXCESS`` half-widths over (a missing excess counts as over).  Elementwise: floats or Series."""
+    share, excess = np.asarray(share, dtype=np.float64), np.asarray(excess, dtype=np.float64)
+    return (share > OUT_OF_BOX_SHARE) & ~(excess <= OUT_OF_BOX_EXCESS)
+
+
 def report_flags(result: dict) -> dict[str, str]:
     """Flags of one flat report (``history.flatten``: per-metric means over seeds): ``{kind: one-line reason}``."""
     flags = {}
     out, excess = _num(result.get("eval/action_out_of_box")), _num(result.get("eval/action_excess_max"))
-    if out > OUT_OF_BOX_SHARE and not excess <= OUT_OF_BOX_EXCESS:
-        flags["actions"] = (f"{out:.0%} of actions out of the action box (largest excess "
-                            f"{_num(result.get('eval/action_excess_max')):.2g} half-widths; clipped at the env)")
+    if actions_out_of_box(out, excess):
+        flags["actions"] = (f"{out:.0%} of actions out of the action box (largest excess {excess:.2g} "
+                            f"half-widths; clipped at the env)")
     if _num(result.get("train/nonfinite_losses")) > 0:
         flags["nonfinite"] = "a loss became non-finite"
     q = _num(result.get("train/q_mean"))
@@ -84,8 +93,7 @@ def trial_flags(g, algorithm: str, dataset: str, params: dict, error: str | None
         ev = g[["seed", "step", "eval/action_out_of_box", "eval/action_excess_max"]].dropna(
             subset=["eval/action_out_of_box"])
         last = ev.sort_values("step").groupby("seed").tail(1)
-        bad = last[(last["eval/action_out_of_box"].astype(float) > OUT_OF_BOX_SHARE)
-                   & ~(last["eval/action_excess_max"].astype(float) <= OUT_OF_BOX_EXCESS)]
+        bad = last[actions_out_of_box(last["eval/action_out_of_box"], last["eval/action_excess_max"])]
         if len(bad):
             flags.append(f"actions out of the box in {len(bad)} of {len(last)} runs at their last evaluation (up to "
                          f"{bad['eval/action_out_of_box'].max():.0%}, largest excess "

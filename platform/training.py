@@ -116,7 +116,7 @@ def accumulate(sums: dict, metrics: dict) -> None:
         sums[k] = sums[k] + v if k in sums else v
 
 
-def means(sums: dict, count: int, seed: int, step: int) -> dict[str, float]:
+def means(sums: dict, count: int) -> dict[str, float]:
     """The sums' means as floats, read from the device in one transfer, and ``train/nonfinite_losses``: how many
     of them are NaN/inf (a diverged seed; the loop reports it, then fails the trial with ``nonfinite_error``)."""
     keys = [k for k, v in sums.items() if torch.is_tensor(v)]
@@ -191,9 +191,9 @@ class SeedRun:
                 self.cuda_rng = torch.cuda.get_rng_state(self.device)
                 torch.cuda.set_rng_state(other_cuda, self.device)
 
-    def train_metrics(self, step: int) -> dict[str, float]:
+    def train_metrics(self) -> dict[str, float]:
         """Means of the update metrics since the last call, with ``train/nonfinite_losses`` (see ``means``)."""
-        out = means(self.sums, self.count, self.seed, step)
+        out = means(self.sums, self.count)
         self.sums, self.count = {}, 0
         return out
 
@@ -208,8 +208,8 @@ class SeedRuns:
         for run in self.runs:
             run.step(batch_size, step)
 
-    def train_metrics(self, step: int) -> dict[int, dict]:
-        return {run.seed: run.train_metrics(step) for run in self.runs}
+    def train_metrics(self) -> dict[int, dict]:
+        return {run.seed: run.train_metrics() for run in self.runs}
 
     def policy_states(self) -> list[dict]:
         return [run.algo.policy_state_dict() for run in self.runs]
@@ -260,8 +260,8 @@ class VectorizedSeedRuns:
             accumulate(sums, m)
         self.count += 1
 
-    def train_metrics(self, step: int) -> dict[int, dict]:
-        out = {seed: means(sums, self.count, seed, step) for seed, sums in zip(self.seeds, self.sums)}
+    def train_metrics(self) -> dict[int, dict]:
+        out = {seed: means(sums, self.count) for seed, sums in zip(self.seeds, self.sums)}
         self.sums, self.count = [{} for _ in self.seeds], 0
         return out
 
@@ -420,7 +420,7 @@ def train_loop(loop_config: dict) -> None:
             is_eval = step % report_every == 0 or step == t.steps
             if not (is_eval or step % log_every == 0):
                 continue
-            per_seed = runs.train_metrics(step)
+            per_seed = runs.train_metrics()
             elapsed = time.perf_counter() - t_window
             sps = steps_window * len(seeds) / max(train_time, 1e-9)
             t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
