@@ -21,13 +21,9 @@ Faithful to the public code (``agents/ql_diffusion.py``, ``agents/diffusion.py``
 including three details the paper does not state, each kept as the default and switchable:
 the EMA actor keeps its *initial* weights until ``step_start_ema`` (``ema_copy_before_start``),
 acting samples from the *online* actor (``act_with_ema``), and the L_q critic is chosen at random
-(``random_q_head``).  Per-task settings of the code's ``main.py`` (eta / grad_norm / max_q_backup /
-reward): halfcheetah-medium 1.0 / 9 / off, hopper-medium 1.0 / 9, walker2d-medium 1.0 / 1,
-halfcheetah-medium-replay 1.0 / 2, hopper-medium-replay 1.0 / 4, walker2d-medium-replay 1.0 / 4,
-halfcheetah-medium-expert 1.0 / 7, hopper-medium-expert 1.0 / 5, walker2d-medium-expert 1.0 / 5,
-antmaze-umaze 0.5 / 2 / off / antmaze, umaze-diverse 2.0 / 3 / on, medium-play 2.0 / 2 / on (actor lr 1e-3),
-medium-diverse 3.0 / 1 / on, large-play 4.5 / 10 / on, large-diverse 3.5 / 7 / on (all AntMaze:
-reward_shaping="antmaze"), pen-human 0.15 / 7 (actor lr 3e-5), kitchen 0.005 / 9-10.
+(``random_q_head``).  Per-task settings of the code's ``main.py`` (lr, eta, max_q_backup, reward tune,
+num_epochs, gn: e.g. gn 9 on hopper / halfcheetah medium, 1 on walker2d medium) are its table in
+``algorithms/paper_settings.py``, which the platform resolves for a study's dataset (``DiffusionQL.paper_settings``).
 
 Batches: D4RL transitions (``data_kind = "transitions"``); ``act``: ``(B, 1, obs_dim) -> (B, 1, act_dim)``.
 The algorithm never seeds globally: the platform calls ``torch.manual_seed`` before constructing it.
