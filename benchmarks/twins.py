@@ -37,8 +37,14 @@ downloaded.  A twin whose path is not given is skipped with one line.  Run from 
   95% bootstrap bands) under ``--out``; a dataset other than generated:hopper-medium gets its name
   appended (``twins_dql_pendulum-medium.md``).  Both record the public code's commit.
 
-EDP and Diffusion Policy twins (issue 38, part 2) are not built yet: their paths are accepted and reported
-as not built.
+Seeds can run as separate processes (one per core) and be merged: ``python -m benchmarks.twins --public-dql PATH
+--seeds 0 1 --out A`` and ``... --seeds 2 3 --out B``, then ``python -m benchmarks.twins --merge A B`` writes the
+one result (the runs must share every setting and the public commit; checked).
+
+**EDP and Diffusion Policy twins** (issue 38, part 2) live in ``benchmarks/twins_edp.py`` and
+``benchmarks/twins_dp.py``: ``--public-edp`` / ``--public-dp`` run their equivalence checks (each needs packages
+that are not project dependencies, named in ``benchmarks/requirements-twins-*.txt``; without them it says so in
+one line).
 """
 from __future__ import annotations
 
@@ -467,6 +473,11 @@ def markdown(meta: dict, equivalence: dict, summary: list[dict], rates: dict) ->
           f"({meta['wall_s']:.0f} s wall, equivalence check and start-up included) for "
           f"{len(meta['seeds'])} seeds x {max(meta['eval_steps'])} steps x 2 sides.", "",
           f"Rerun: `{meta['command']}`", ""]
+    if meta.get("parts"):
+        L[-1:-1] = [f"Run as {len(meta['parts'])} processes side by side (one per core), merged: "
+                    + "; ".join(f"seeds {pt['seeds']} in {pt['wall_s'] / 60:.0f} min" for pt in meta["parts"])
+                    + ". Each process interleaves its two sides, so the throughput ratio compares like with like.",
+                    ""]
     return "\n".join(L)
 
 
@@ -565,6 +576,47 @@ def dql_twin(args) -> dict:
     return {"equivalence": equivalence, "summary": summary, "throughput": rates, "rows": rows, "meta": meta}
 
 
+def merge(paths: list[str], out: str) -> dict:
+    """One Diffusion-QL twin result from several runs of the same twin (e.g. seeds 0 1 and seeds 2 3 run as two
+    processes, one per core): the rows are concatenated, the summary, CI and throughput recomputed from them.
+    The runs must share the dataset, settings, evaluation and public commit (checked) and have no seed twice."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for p in paths:
+        f = os.path.join(p, "twins_dql.parquet") if os.path.isdir(p) else p
+        if not os.path.isfile(f):
+            raise SystemExit(f"twins --merge: {f}: no such file (a twins_dql*.parquet or the folder holding one)")
+        t = pq.read_table(f)
+        parts.append((f, t.to_pylist(), json.loads(t.schema.metadata[b"twins"])))
+    same = ("dataset", "public_commit", "resolved", "batch_size", "eval_steps", "eval_episodes", "eval_seed",
+            "public_act", "threads", "torch")
+    meta0 = parts[0][2]["meta"]
+    for f, _, info in parts[1:]:
+        diff = [k for k in same if info["meta"][k] != meta0[k]]
+        if diff:
+            raise SystemExit(f"twins --merge: {f}: differs from {parts[0][0]} in {', '.join(diff)}")
+    seeds = [s for _, _, info in parts for s in info["meta"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"twins --merge: seed(s) repeated across the runs: {seeds}")
+    common = ("dataset", "public_commit", "platform_commit", "threads", "torch")
+    rows = [{k: v for k, v in r.items() if k not in common} for _, rs, _ in parts for r in rs]
+    summary = per_step_summary(rows, meta0["eval_steps"])
+    rates = throughput(rows)
+    meta = dict(meta0, seeds=sorted(seeds), wall_s=max(info["meta"]["wall_s"] for _, _, info in parts),
+                load_1m_start=max(info["meta"]["load_1m_start"] for _, _, info in parts),
+                load_1m_end=max(info["meta"]["load_1m_end"] for _, _, info in parts),
+                parts=[{"seeds": info["meta"]["seeds"], "wall_s": info["meta"]["wall_s"],
+                        "platform_commit": info["meta"]["platform_commit"], "command": info["meta"]["command"]}
+                       for _, _, info in parts])
+    meta["command"] = " & ".join(pt["command"] for pt in meta["parts"]) + " (one process each, merged with " \
+        "python -m benchmarks.twins --merge DIR ...)"
+    stem = os.path.splitext(os.path.basename(parts[0][0]))[0]
+    for p in write(rows, meta, parts[0][2]["equivalence"], summary, rates, out, stem):
+        print(f"[twins] wrote {p}", flush=True)
+    return {"summary": summary, "throughput": rates, "rows": rows, "meta": meta}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--public-dql", default=None, metavar="PATH",
@@ -582,6 +634,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the public agent acts through its sample_action one state at a time (default) or the "
                         "same math batched over the envs (faster)")
     p.add_argument("--out", default=os.path.join("benchmarks", "results"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="merge the Diffusion-QL twin results of several runs (their --out folders or Parquet "
+                        "files; e.g. seeds split over processes) into one result under --out, and exit")
     return p
 
 
@@ -589,16 +644,20 @@ def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.merge:
+        return {"dql": merge(args.merge, args.out)}
     results = {}
     if args.public_dql:
         results["dql"] = dql_twin(args)
     else:
         print("[twins] dql: skipped (no --public-dql PATH)", flush=True)
     for name, path in (("edp", args.public_edp), ("dp", args.public_dp)):
-        if path:
-            print(f"[twins] {name}: skipped (the {name} twin is not built yet, issue 38 part 2)", flush=True)
-        else:
+        if not path:
             print(f"[twins] {name}: skipped (no --public-{name} PATH)", flush=True)
+            continue
+        # each twin's module reports a missing package (jax, diffusers) in one line and returns {}
+        module = __import__(f"benchmarks.twins_{name}", fromlist=[f"{name}_twin"])
+        results[name] = getattr(module, f"{name}_twin")(args)
     return results
 
 

@@ -86,3 +86,47 @@ def test_dql_twin_tiny(tmp_path, data_dir):
     assert [s["step"] for s in res["summary"]] == [5, 10]
     for s in res["summary"]:
         assert s["ci_lo"] <= s["diff"] <= s["ci_hi"]
+
+
+def _fake_run(out, seeds, public_commit="abc", eval_steps=(5, 10)):
+    """A twin result as ``twins.write`` makes it, from made-up scores: seed s scores s + step/10 (public) and
+    s + step/10 + 1 (platform)."""
+    rows = []
+    for seed in seeds:
+        for step in eval_steps:
+            for side, bump in (("public", 0.0), ("platform", 1.0)):
+                rows.append({"side": side, "seed": seed, "step": step, "score": seed + step / 10 + bump,
+                             "segment_steps": 5, "train_s": 1.0 + bump, "train_cpu_s": 1.0, "eval_s": 2.0,
+                             "eval_cpu_s": 2.0, "eval_episodes_per_s": 1.0, "bc_loss": 0.1, "train_steps_per_s": 5.0})
+    meta = {"dataset": "generated:pendulum-medium", "public_commit": public_commit, "platform_commit": "def",
+            "resolved": {"eta": 1.0}, "batch_size": 256, "eval_steps": list(eval_steps), "eval_episodes": 2,
+            "eval_seed": 100000, "public_act": "batched", "threads": 1, "torch": "x", "seeds": list(seeds),
+            "wall_s": 60.0 * len(seeds), "load_1m_start": 1.0, "load_1m_end": 2.0, "public_repo": "r", "env_id": "e",
+            "n_timesteps": 5, "beta_schedule": "vp", "reward_tune": "no", "cpus": 2,
+            "command": f"twins --seeds {' '.join(map(str, seeds))}"}
+    summary = twins.per_step_summary(rows, list(eval_steps))
+    twins.write(rows, meta, {"weights after the mapping": 0.0}, summary, twins.throughput(rows), str(out),
+                "twins_dql")
+    return rows
+
+
+def test_merge_seeds_run_apart(tmp_path):
+    """Seeds 0 1 and 2 3 run as two processes, merged: the same summary and throughput as one run of all four
+    seeds would give; runs that differ in a setting or repeat a seed are refused."""
+    rows = _fake_run(tmp_path / "a", [0, 1]) + _fake_run(tmp_path / "b", [2, 3])
+    res = twins.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])["dql"]
+    assert res["meta"]["seeds"] == [0, 1, 2, 3] and res["meta"]["wall_s"] == 120.0
+    want = twins.per_step_summary(rows, [5, 10])
+    assert [s["public_scores"] for s in res["summary"]] == [[0.5, 1.5, 2.5, 3.5], [1.0, 2.0, 3.0, 4.0]]
+    for got, exp in zip(res["summary"], want):
+        assert got["diff"] == pytest.approx(1.0) and (got["ci_lo"], got["ci_hi"]) == (exp["ci_lo"], exp["ci_hi"])
+    assert res["throughput"]["platform"]["train_steps_per_s"] == pytest.approx(2.5)  # 5 steps per 2 s
+    table = pq.read_table(tmp_path / "m" / "twins_dql.parquet").to_pandas()
+    assert len(table) == 16 and sorted(set(table["seed"])) == [0, 1, 2, 3]
+    md = (tmp_path / "m" / "twins_dql.md").read_text()
+    assert "2 processes side by side" in md and "seeds [0, 1] in 2 min; seeds [2, 3] in 2 min" in md
+    _fake_run(tmp_path / "c", [4], public_commit="other")
+    with pytest.raises(SystemExit, match="public_commit"):
+        twins.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "m2")])
+    with pytest.raises(SystemExit, match="repeated"):
+        twins.main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "m2")])
