@@ -159,7 +159,8 @@ def test_seed_run_is_independent_of_the_seeds_beside_it(name):
     data = OfflineDataset(observations=DATA.observations, actions=DATA.actions, rewards=DATA.rewards,
                           next_observations=DATA.next_observations, terminals=DATA.terminals,
                           timeouts=np.zeros_like(DATA.terminals), episode_ends=DATA.episode_ends,
-                          env_id="none", name="contract-tiny")
+                          env_id="none", name="contract-tiny", act_low=SPEC.act_low, act_high=SPEC.act_high,
+                          ref_min_score=None, ref_max_score=None)  # no env, no reference: never evaluated
     cpu = torch.device("cpu")
     alone = SeedRun(0, spec, config, SPEC, data, cpu)
     pair = [SeedRun(s, spec, config, SPEC, data, cpu) for s in (0, 1)]

@@ -14,16 +14,22 @@ import torch
 from algorithms import EnvSpec
 from platform.datasets import OfflineDataset, check_dataset, load_dataset
 from platform.datasets.d4rl import DatasetError, load_d4rl, qlearning, validate, write_d4rl_hdf5
-from platform.datasets.scores import REF_SCORES, family, normalized_score
+from platform.datasets.scores import PENDULUM_EXPERT_SCORE, REF_SCORES, family, normalized_score
 
 torch.set_num_threads(1)
 
 
-def write_h5(path, **arrays):
+def write_h5(path, attrs=None, **arrays):
     with h5py.File(path, "w") as f:
         for k, v in arrays.items():
             f.create_dataset(k, data=v)
+        f.attrs.update(attrs or {})
     return str(path)
+
+
+# toy_arrays' actions are 1-d: a file named after a MuJoCo task states its box, or the loader reads the task's
+# (3-d for Hopper) and refuses the mismatch
+BOX_1D = {"act_low": np.array([-1.0]), "act_high": np.array([1.0])}
 
 
 def toy_arrays(n=7):
@@ -72,7 +78,7 @@ def d4rl_reference(dataset, max_episode_steps=None, terminate_on_end=False):
 
 
 def test_qlearning_hand_computed_pairs(tmp_path):
-    data = load_d4rl(write_h5(tmp_path / "hopper-toy.hdf5", **toy_arrays()))
+    data = load_d4rl(write_h5(tmp_path / "hopper-toy.hdf5", BOX_1D, **toy_arrays()))
     # range(N-1) = 0..5; step 2 (timeout) dropped; step 6 (last) has no successor
     kept = [0, 1, 3, 4, 5]
     np.testing.assert_array_equal(data.observations[:, 0], kept)
@@ -91,7 +97,7 @@ def test_qlearning_hand_computed_pairs(tmp_path):
 def test_qlearning_uses_next_observations(tmp_path):
     a = toy_arrays()
     a["next_observations"] = a["observations"] + 0.5  # differs from observations[i+1]
-    data = load_d4rl(write_h5(tmp_path / "hopper-next.hdf5", **a))
+    data = load_d4rl(write_h5(tmp_path / "hopper-next.hdf5", BOX_1D, **a))
     np.testing.assert_array_equal(data.next_observations[:, 0], [0.5, 1.5, 3.5, 4.5, 5.5])
 
 
@@ -190,7 +196,8 @@ def test_offline_dataset_validation_and_env_spec():
     a = {k: v[:4] for k, v in toy_arrays().items()}
     ds = OfflineDataset(observations=a["observations"], actions=a["actions"], rewards=a["rewards"],
                         next_observations=a["observations"], terminals=a["terminals"], timeouts=a["timeouts"],
-                        episode_ends=[2, 4], env_id="Pendulum-v1", act_low=(-2.0,), act_high=(2.0,))
+                        episode_ends=[2, 4], env_id="Pendulum-v1", act_low=(-2.0,), act_high=(2.0,),
+                        ref_min_score=-1.0, ref_max_score=1.0)
     spec = ds.env_spec()
     assert isinstance(spec, EnvSpec) and (spec.obs_dim, spec.act_dim) == (2, 1)
     assert spec.obs_low == (0.0, 0.0) and spec.obs_high == (3.0, 30.0) and spec.act_max == pytest.approx((0.3,))
@@ -201,11 +208,50 @@ def test_offline_dataset_validation_and_env_spec():
         OfflineDataset(**{**ds.__dict__, "actions": a["actions"][:3]})
 
 
+def test_offline_dataset_states_its_box_and_reference():
+    """No silent [-1, 1] box and no silent NaN score: the bounds are required, the reference returns are two
+    numbers or the explicit no-reference state."""
+    from platform.datasets.base import NO_REFERENCE
+
+    a = {k: v[:4] for k, v in toy_arrays().items()}
+    base = dict(observations=a["observations"], actions=a["actions"], rewards=a["rewards"],
+                next_observations=a["observations"], terminals=a["terminals"], timeouts=a["timeouts"],
+                episode_ends=[2, 4], env_id="Pendulum-v1")
+    with pytest.raises(TypeError, match="act_low"):
+        OfflineDataset(**base, ref_min_score=None, ref_max_score=None)
+    ds = OfflineDataset(**base, act_low=np.array([-2.0], np.float32), act_high=[2.0], ref_min_score=None,
+                        ref_max_score=None)
+    assert (ds.act_low, ds.act_high) == ((-2.0,), (2.0,)) and not ds.has_reference
+    assert (ds.ref_min_score, ds.ref_max_score) == NO_REFERENCE
+    assert OfflineDataset(**{**ds.__dict__, "ref_min_score": -1, "ref_max_score": 3}).has_reference
+    for bad, match in (({"act_low": (-2.0, -2.0)}, "act_dim=1"), ({"act_high": (-3.0,)}, "low < high"),
+                       ({"act_high": (np.inf,)}, "finite"), ({"ref_max_score": 1.0}, "both None"),
+                       ({"ref_min_score": 1.0, "ref_max_score": 1.0}, "two different")):
+        with pytest.raises(ValueError, match=match):
+            OfflineDataset(**{**ds.__dict__, **bad})
+
+
+def test_d4rl_file_without_box_or_reference(tmp_path):
+    """A file whose env cannot be made here must state its box; one of an unmeasured task loads with no reference."""
+    path = str(tmp_path / "mine.hdf5")
+    write_d4rl_hdf5(path, toy_arrays(), {"env_id": "NoSuchEnv-v0"})
+    with pytest.raises(DatasetError, match="no act_low/act_high attributes.*NoSuchEnv-v0"):
+        load_d4rl(path)
+    write_d4rl_hdf5(path, toy_arrays(), {"env_id": "NoSuchEnv-v0", "act_low": np.array([-3.0]),
+                                         "act_high": np.array([3.0]), "max_episode_steps": 3})
+    data = load_d4rl(path)
+    assert data.env_spec().act_high == (3.0,) and not data.has_reference
+    # the box of a file that states none is read off its env (Pendulum-v1: [-2, 2], not [-1, 1])
+    write_d4rl_hdf5(path, toy_arrays(), {"env_id": "Pendulum-v1"})
+    data = load_d4rl(path)
+    assert (data.act_low, data.act_high) == ((-2.0,), (2.0,)) and data.ref_max_score == PENDULUM_EXPERT_SCORE
+
+
 # ----------------------------------------------------------------------------- name resolver
 
 
 def test_resolver_d4rl_path_and_name(tmp_path, monkeypatch):
-    path = write_h5(tmp_path / "walker2d_medium-v2.hdf5", **toy_arrays())
+    path = write_h5(tmp_path / "walker2d_medium-v2.hdf5", BOX_1D, **toy_arrays())
     assert len(load_dataset(f"d4rl:{path}")) == 5
     # D4RL names: <dir>/<name>.hdf5 or d4rl's own download name <env>_<rest>.hdf5
     data = load_dataset("d4rl:walker2d-medium-v2", cache_dir=str(tmp_path))

@@ -441,7 +441,8 @@ def test_resumed_run_on_cuda(tmp_path, name):
     data = OfflineDataset(observations=DATA.observations, actions=DATA.actions, rewards=DATA.rewards,
                           next_observations=DATA.next_observations, terminals=DATA.terminals,
                           timeouts=np.zeros_like(DATA.terminals), episode_ends=DATA.episode_ends,
-                          env_id="none", name="contract-tiny")
+                          env_id="none", name="contract-tiny", act_low=SPEC.act_low, act_high=SPEC.act_high,
+                          ref_min_score=None, ref_max_score=None)  # no env, no reference: never evaluated
     cuda = torch.device("cuda")
     runs = SeedRuns([0, 1], spec, config, SPEC, data, cuda)
     for step in range(1, 4):

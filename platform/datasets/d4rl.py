@@ -181,23 +181,15 @@ def read_env_id(path: str) -> str:
     return env_id
 
 
-def _env_info(env_id: str) -> tuple[tuple | None, tuple | None, int | None]:
-    """Action bounds and time limit of a gymnasium env (None if it cannot be made here)."""
-    try:
-        import gymnasium as gym
-
-        env = gym.make(env_id)
-        space, limit = env.action_space, env.spec.max_episode_steps if env.spec else None
-        env.close()
-        return tuple(float(x) for x in space.low), tuple(float(x) for x in space.high), limit
-    except Exception:  # unknown id or missing simulator: keep the EnvSpec defaults
-        return None, None, None
-
-
 def load_d4rl(path: str, env_id: str | None = None, terminate_on_end: bool = False):
-    """Load a D4RL-format HDF5 file as an ``OfflineDataset`` (qlearning semantics, see module doc)."""
-    from platform.datasets.base import OfflineDataset
-    from platform.datasets.scores import ref_scores
+    """Load a D4RL-format HDF5 file as an ``OfflineDataset`` (qlearning semantics, see module doc).
+
+    The action box is the file's ``act_low``/``act_high`` attributes, else the env's (``env_action_box``): a file
+    whose env cannot be made here and that states no box fails (DatasetError), it does not guess [-1, 1].  The
+    reference returns are the file's attributes, else the task's (``scores.reference_for``), else none
+    (``NO_REFERENCE``)."""
+    from platform.datasets.base import OfflineDataset, env_action_box
+    from platform.datasets.scores import reference_for
 
     name = os.path.basename(path)
     arrays, attrs = read_arrays(path)
@@ -206,22 +198,24 @@ def load_d4rl(path: str, env_id: str | None = None, terminate_on_end: bool = Fal
         raise DatasetError(f"{name}: no env_id attribute and the file name does not name a known task")
     act_low, act_high = attrs.get("act_low"), attrs.get("act_high")
     limit = attrs.get("max_episode_steps")
-    if act_low is None or act_high is None or ("timeouts" not in arrays and not limit):
-        low, high, env_limit = _env_info(env_id)
-        act_low, act_high, limit = (low if act_low is None else act_low, high if act_high is None else act_high,
-                                    limit or env_limit)
+    if act_low is None or act_high is None:
+        try:
+            act_low, act_high, env_limit = env_action_box(env_id)
+        except ValueError as e:
+            raise DatasetError(f"{name}: no act_low/act_high attributes, and {e}: write the box into the file "
+                               f"(write_d4rl_hdf5's attrs) or install the env's simulator") from None
+        limit = limit or env_limit
+    elif "timeouts" not in arrays and not limit:  # the time limit splits episodes: read it off the env if it exists
+        try:
+            limit = env_action_box(env_id)[2]
+        except ValueError:
+            limit = None
     lo, hi = attrs.get("ref_min_score"), attrs.get("ref_max_score")
     if lo is None or hi is None:
-        lo, hi = ref_scores(name)
-        if lo is None:
-            lo, hi = ref_scores(env_id)
+        lo, hi = reference_for(name, env_id)
     q = qlearning(arrays, max_episode_steps=limit, terminate_on_end=terminate_on_end)
-    return OfflineDataset(**q, env_id=str(env_id), name=name,
-                          ref_min_score=None if lo is None else float(lo),
-                          ref_max_score=None if hi is None else float(hi),
-                          act_low=None if act_low is None else tuple(float(x) for x in np.atleast_1d(act_low)),
-                          act_high=None if act_high is None else tuple(float(x) for x in np.atleast_1d(act_high)),
-                          attrs=attrs)
+    return OfflineDataset(**q, env_id=str(env_id), name=name, ref_min_score=lo, ref_max_score=hi,
+                          act_low=act_low, act_high=act_high, attrs=attrs)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -55,7 +55,9 @@ def load_minari(dataset_id: str):
     """Load a local Minari dataset as an ``OfflineDataset`` (episodes in stored order)."""
     from platform.datasets.base import OfflineDataset
     from platform.datasets.d4rl import validate
-    from platform.datasets.scores import ref_scores
+    from gymnasium.spaces import Box
+
+    from platform.datasets.scores import reference_for
 
     ds = _open(dataset_id)
     keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -80,18 +82,13 @@ def load_minari(dataset_id: str):
     meta = ds.storage.metadata
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
     if lo is None or hi is None:
-        lo, hi = ref_scores(dataset_id)
-        if lo is None and env_id:
-            lo, hi = ref_scores(env_id)
-    space = ds.action_space
-    low = high = None
-    if hasattr(space, "low") and np.all(np.isfinite(space.low)):
-        low = tuple(float(x) for x in np.ravel(space.low))
-        high = tuple(float(x) for x in np.ravel(space.high))
+        lo, hi = reference_for(dataset_id, env_id)
+    space = ds.action_space  # the dataset's own action space states the box
+    if not (isinstance(space, Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        raise ValueError(f"dataset minari:{dataset_id}: its action space {space} is not a finite box")
     return OfflineDataset(**arrays, episode_ends=np.asarray(ends, dtype=np.int64), env_id=env_id,
-                          ref_min_score=None if lo is None else float(lo),
-                          ref_max_score=None if hi is None else float(hi),
-                          name=f"minari:{dataset_id}", act_low=low, act_high=high,
+                          ref_min_score=lo, ref_max_score=hi, name=f"minari:{dataset_id}",
+                          act_low=np.ravel(space.low), act_high=np.ravel(space.high),
                           attrs={"minari_total_steps": int(meta.get("total_steps", n))})
 
 

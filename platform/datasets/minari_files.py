@@ -128,6 +128,7 @@ def load_minari_files(kind: str, value: str, max_episodes: int | None = None):
     lo, hi = ref_scores(env_id)
     return OfflineDataset(**arrays, episode_ends=np.asarray(ends, dtype=np.int64), env_id=env_id,
                           ref_min_score=lo, ref_max_score=hi, name=label,
+                          # FrankaKitchen, AntMaze and AdroitHandPen all act in Box(-1, 1)
                           act_low=(-1.0,) * arrays["actions"].shape[1], act_high=(1.0,) * arrays["actions"].shape[1],
                           attrs={"path": path})
 

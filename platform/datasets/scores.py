@@ -51,6 +51,15 @@ def ref_scores(name: str) -> tuple[float | None, float | None]:
     return REF_SCORES[fam] if fam else (None, None)
 
 
+def reference_for(*names: str | None) -> tuple[float | None, float | None]:
+    """The reference returns of the first of ``names`` (dataset name, env id, ...) whose task is known, else
+    ``(None, None)``: the no-reference state of ``OfflineDataset``."""
+    for name in names:
+        if name and family(name):
+            return ref_scores(name)
+    return None, None
+
+
 def normalized_score(name, ret, ref: tuple[float, float] | None = None):
     """``100 * (ret - random) / (expert - random)`` for a task name or a dataset.
 
@@ -71,6 +80,6 @@ def normalized_score(name, ret, ref: tuple[float, float] | None = None):
     return 100.0 * (ret - lo) / (hi - lo)
 
 
-__all__ = ["REF_SCORES", "family", "ref_scores", "normalized_score", "PENDULUM_RANDOM_SCORE",
+__all__ = ["REF_SCORES", "family", "ref_scores", "reference_for", "normalized_score", "PENDULUM_RANDOM_SCORE",
            "PENDULUM_EXPERT_SCORE"]
 
