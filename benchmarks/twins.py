@@ -391,6 +391,34 @@ def dql_seed(pub, seed: int, cfg, env_spec, data, sampler_data: dict, reward_tun
     return rows
 
 
+def step_rates(pub, cfg, env_spec, data, max_action: float, batch_size: int, calls: int = 20,
+               repeats: int = 5) -> dict[str, float]:
+    """Training steps/s of one batch of the dataset, in this process, interleaved (``suite.interleaved_rate``:
+    median of ``repeats`` runs of ``calls`` calls): the public ``Diffusion_QL.train(buffer, 1, B)``, the
+    platform's eager ``update`` and its ``train.compile`` step (``algo.compile()``; skipped without a C++
+    compiler, which torch.compile's CPU backend needs)."""
+    from benchmarks.suite import interleaved_rate
+    from platform.compiling import cxx_compiler
+    from platform.training import TransitionSampler
+
+    sampler = TransitionSampler(data, torch.device("cpu"))
+    sampler.reseed(0, 0)
+    batch = sampler.sample(batch_size)
+    torch.manual_seed(0)
+    agent = make_public_agent(pub, cfg, env_spec, max_action)
+    buffer = FixedBuffer(batch)
+    eager = algorithms.build("dql", cfg, env_spec, "cpu")
+    fns = {"public": lambda: agent.train(buffer, iterations=1, batch_size=batch_size),
+           "platform eager": lambda: eager.update(batch)}
+    if cxx_compiler():
+        compiled = algorithms.build("dql", cfg, env_spec, "cpu")
+        compiled.compile()
+        fns["platform compiled"] = lambda: compiled.update(batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return interleaved_rate(fns, calls, repeats, warmup=3)
+
+
 def per_step_summary(rows: list[dict], eval_steps: list[int]) -> list[dict]:
     out = []
     for step in eval_steps:
@@ -467,9 +495,15 @@ def markdown(meta: dict, equivalence: dict, summary: list[dict], rates: dict) ->
     ratio = lambda k: rates["platform"][k] / rates["public"][k]  # noqa: E731
     L += ["", f"Platform / public: training {ratio('train_steps_per_s'):.2f}x ({ratio('train_steps_per_cpu_s'):.2f}x "
           f"per CPU s), evaluation {ratio('eval_episodes_per_s'):.2f}x ({ratio('eval_episodes_per_cpu_s'):.2f}x per "
-          f"CPU s): the platform's eager step; evaluation episodes can run to different lengths on the two sides.",
-          "",
-          f"Cost: {rates['public']['cpu_s'] + rates['platform']['cpu_s']:.0f} CPU s "
+          f"CPU s): the platform's eager step; evaluation episodes can run to different lengths on the two sides."]
+    if meta.get("step_rates"):
+        r = meta["step_rates"]
+        L += ["", f"One batch of the dataset (batch {meta['batch_size']}), the same process, interleaved (median of 5 "
+              "runs of 20 steps): training steps/s", "", "| step | steps/s | / public |", "|---|---:|---:|"]
+        L += [f"| {k} | {v:.1f} | {v / r['public']:.2f}x |" for k, v in r.items()]
+        if "platform compiled" not in r:
+            L.append("| platform compiled | (no C++ compiler for torch.compile's CPU kernels) | |")
+    L += ["", f"Cost: {rates['public']['cpu_s'] + rates['platform']['cpu_s']:.0f} CPU s "
           f"({meta['wall_s']:.0f} s wall, equivalence check and start-up included) for "
           f"{len(meta['seeds'])} seeds x {max(meta['eval_steps'])} steps x 2 sides.", "",
           f"Rerun: `{meta['command']}`", ""]
@@ -548,6 +582,9 @@ def dql_twin(args) -> dict:
     for k, v in equivalence.items():
         print(f"[twins] dql equivalence: {k}: {v:.3g}", flush=True)
 
+    rates_1b = step_rates(pub, cfg, env_spec, data, max_action, args.batch_size)
+    print("[twins] dql one-batch training steps/s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates_1b.items()),
+          flush=True)
     sampler_data = qlearning_dict(data)
     rows = []
     for seed in args.seeds:
@@ -560,6 +597,7 @@ def dql_twin(args) -> dict:
             "beta_schedule": cfg.beta_schedule, "reward_tune": reward_tune, "batch_size": args.batch_size,
             "seeds": list(args.seeds), "eval_steps": eval_steps, "eval_episodes": args.eval_episodes,
             "eval_seed": args.eval_seed, "public_act": args.public_act, "threads": torch.get_num_threads(),
+            "step_rates": rates_1b,
             "torch": torch.__version__, "cpus": os.cpu_count() or 0, "load_1m_start": load_start,
             "load_1m_end": load_1m(), "wall_s": time.perf_counter() - t0,
             "command": "python -m benchmarks.twins --public-dql PATH --dataset " + args.dataset + " --seeds "
@@ -576,7 +614,7 @@ def dql_twin(args) -> dict:
     return {"equivalence": equivalence, "summary": summary, "throughput": rates, "rows": rows, "meta": meta}
 
 
-def merge(paths: list[str], out: str) -> dict:
+def merge(paths: list[str], out: str, public_dql: str | None = None) -> dict:
     """One Diffusion-QL twin result from several runs of the same twin (e.g. seeds 0 1 and seeds 2 3 run as two
     processes, one per core): the rows are concatenated, the summary, CI and throughput recomputed from them.
     The runs must share the dataset, settings, evaluation and public commit (checked) and have no seed twice."""
@@ -609,6 +647,15 @@ def merge(paths: list[str], out: str) -> dict:
                 parts=[{"seeds": info["meta"]["seeds"], "wall_s": info["meta"]["wall_s"],
                         "platform_commit": info["meta"]["platform_commit"], "command": info["meta"]["command"]}
                        for _, _, info in parts])
+    if public_dql:  # the one-batch step rates (eager, compiled, public) measured in this process
+        from benchmarks.suite import import_public_dql
+        from platform.datasets import load_dataset
+
+        data = load_dataset(meta0["dataset"])
+        env_spec = data.env_spec()
+        cfg = algorithms.build_config("dql", meta0["resolved"])
+        meta["step_rates"] = step_rates(import_public_dql(public_dql), cfg, env_spec, data, max_action_of(env_spec),
+                                        meta0["batch_size"])
     meta["command"] = " & ".join(pt["command"] for pt in meta["parts"]) + " (one process each, merged with " \
         "python -m benchmarks.twins --merge DIR ...)"
     stem = os.path.splitext(os.path.basename(parts[0][0]))[0]
@@ -645,7 +692,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     if args.merge:
-        return {"dql": merge(args.merge, args.out)}
+        return {"dql": merge(args.merge, args.out, args.public_dql)}
     results = {}
     if args.public_dql:
         results["dql"] = dql_twin(args)

@@ -83,6 +83,9 @@ def test_dql_twin_tiny(tmp_path, data_dir):
     md = (tmp_path / "twins_dql_pendulum-medium.md").read_text()
     assert commit in md and "contains 0" in md and "smoke run" in md
     assert (tmp_path / "twins_dql_pendulum-medium.png").stat().st_size > 1000
+    rates = res["meta"]["step_rates"]  # one batch, same process: public, eager (and compiled with a C++ compiler)
+    assert {"public", "platform eager"} <= set(rates) and all(v > 0 for v in rates.values())
+    assert "One batch of the dataset" in md and "| platform eager |" in md
     assert [s["step"] for s in res["summary"]] == [5, 10]
     for s in res["summary"]:
         assert s["ci_lo"] <= s["diff"] <= s["ci_hi"]
