@@ -208,6 +208,29 @@ def test_offline_dataset_validation_and_env_spec():
         OfflineDataset(**{**ds.__dict__, "actions": a["actions"][:3]})
 
 
+def test_a_generated_env_is_one_table_row(tmp_path, monkeypatch):
+    """``generated:<env>-<quality>`` reads collect.ENVS alone: a row added here (a scripted random policy in
+    MountainCarContinuous, a task without reference returns) is generated on first use and loads with the env's
+    box, its time limit and the no-reference state."""
+    from platform.datasets import collect
+
+    def scripted(quality, samples, seed, quiet=True):
+        policy = lambda obs, rng: rng.uniform(-1.0, 1.0, (len(obs), 1))  # noqa: E731
+        return collect.collect("MountainCarContinuous-v0", policy, seed, n_steps=samples, quiet=quiet), {"policy": "random"}
+
+    monkeypatch.setitem(collect.ENVS, "car", collect.GeneratedEnv("MountainCarContinuous-v0", samples=1500,
+                                                                  scripted=scripted))
+    assert check_dataset("generated:car-random", cache_dir=str(tmp_path)) == "MountainCarContinuous-v0"
+    data = load_dataset("generated:car-random", cache_dir=str(tmp_path))
+    assert (tmp_path / "car-random.hdf5").exists() and data.attrs["samples"] == 1500  # the row's default size
+    assert (data.act_low, data.act_high) == ((-1.0,), (1.0,)) and data.attrs["max_episode_steps"] == 999
+    assert not data.has_reference and data.attrs["policy"] == "random"
+    with pytest.raises(ValueError, match="scripted"):
+        from platform.datasets.generate import generate
+
+        generate("car", "medium", str(tmp_path / "x.hdf5"), train=True)
+
+
 def test_offline_dataset_states_its_box_and_reference():
     """No silent [-1, 1] box and no silent NaN score: the bounds are required, the reference returns are two
     numbers or the explicit no-reference state."""
@@ -527,7 +550,7 @@ def test_shipped_policy_plays_at_its_recorded_level(name):
     assert meta["generator_version"] >= 2 and meta["eval_return_mean"] >= medium_threshold(env)
     now, recorded = check_shipped_policy(env, quality)
     assert len(now) == len(recorded) and np.all(np.isfinite(now))
-    returns = collect(ENVS[env]["env_id"], _actor_policy(actor, deterministic=True), seed=0, n_episodes=40,
+    returns = collect(ENVS[env].env_id, _actor_policy(actor, deterministic=True), seed=0, n_episodes=40,
                       n_envs=40)["episode_returns"]
     floor = max(medium_threshold(env), 0.8 * meta["eval_return_mean"])
     assert len(returns) == 40 and returns.mean() >= floor, (returns.mean(), floor, meta["eval_return_mean"])

@@ -90,7 +90,7 @@ def _check_generated(value, cache_dir, validate):
                                 f"{collect.missing_message(env, quality, path)}")
     if validate and os.path.exists(path):
         read_arrays(path)
-    return collect.ENVS[env]["env_id"]
+    return collect.ENVS[env].env_id
 
 
 def _load_generated(value, cache_dir, allow_generate):
@@ -214,7 +214,7 @@ def ensure_dataset(name: str, cache_dir: str | None = None) -> None:
     env, quality = collect.parse_name(value)
     path = generated_path(value, cache_dir)
     if not os.path.exists(path) and collect.is_cheap(env, quality):
-        if not collect.ENVS[env]["cheap"]:
+        if not collect.ENVS[env].cheap:
             print(f"[data] {name} is not in {os.path.dirname(path)} yet: collecting it from "
                   f"{'a random policy' if quality == 'random' else 'the shipped behaviour policy'} (minutes)",
                   flush=True)

@@ -88,7 +88,7 @@ def check_shipped_policy(env: str, quality: str) -> tuple[list[float], list[floa
     """Replay the recorded check collection of a shipped policy: ``(returns now, recorded returns)``."""
     actor, meta = load_shipped_policy(env, quality)
     c = meta["check"]
-    r = collect(ENVS[env]["env_id"], numpy_noise_policy(actor), c["seed"], n_episodes=c["n_episodes"],
+    r = collect(ENVS[env].env_id, numpy_noise_policy(actor), c["seed"], n_episodes=c["n_episodes"],
                 n_envs=c["n_episodes"])["episode_returns"]
     return [float(x) for x in r], c["returns"]
 
@@ -101,17 +101,17 @@ def export_policy(env: str, quality: str, work_dir: str, step: int, progress: di
     from platform.checkpoint import load_state, save_json, save_state
 
     config = SACConfig(**progress["config"])
-    spec, _ = _env_spec(ENVS[env]["env_id"])
+    spec, _ = _env_spec(ENVS[env].env_id)
     actor = Actor(spec.obs_dim, spec.act_dim, config.hidden_dim, config.n_hidden, spec.act_low, spec.act_high)
     actor.load_state_dict(load_state(os.path.join(work_dir, "snapshots", f"actor_{step:09d}.pt")))
     evals = {e["step"]: e for e in progress["evals"]}
     with torch.no_grad():
-        check = collect(ENVS[env]["env_id"], numpy_noise_policy(actor), POLICY_CHECK["seed"],
+        check = collect(ENVS[env].env_id, numpy_noise_policy(actor), POLICY_CHECK["seed"],
                         n_episodes=POLICY_CHECK["n_episodes"], n_envs=POLICY_CHECK["n_episodes"])["episode_returns"]
     path = os.path.join(out_dir, f"{env}-{quality}.pt")
     save_state(path, actor.state_dict())
     save_json(path[:-3] + ".json", {
-        "env_id": ENVS[env]["env_id"], "quality": quality, "generator_version": GENERATOR_VERSION,
+        "env_id": ENVS[env].env_id, "quality": quality, "generator_version": GENERATOR_VERSION,
         "obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "act_low": list(spec.act_low), "act_high": list(spec.act_high),
         "hidden_dim": config.hidden_dim, "n_hidden": config.n_hidden, "sac_seed": progress["seed"], "sac_step": step,
         "sac_config": progress["config"], "eval_return_mean": evals[step]["return_mean"],
@@ -152,7 +152,7 @@ def train_sac(env: str, work_dir: str, steps: int, seed: int = 0, eval_every: in
     from platform.checkpoint import load_state, save_json, save_state
 
     config = config or SACConfig()
-    env_id = ENVS[env]["env_id"]
+    env_id = ENVS[env].env_id
     spec, limit = _env_spec(env_id)
     if steps + limit > config.buffer_size:
         raise ValueError(f"--steps {steps} needs a replay buffer of {steps + limit} rows; "
@@ -316,7 +316,7 @@ def generate_mujoco(env: str, quality: str, samples: int, seed: int, work_dir: s
     from algorithms.sac import Actor
     from platform.checkpoint import load_state
 
-    env_id = ENVS[env]["env_id"]
+    env_id = ENVS[env].env_id
     if quality == "random":
         spec, _ = _env_spec(env_id)
         low, high = np.asarray(spec.act_low), np.asarray(spec.act_high)

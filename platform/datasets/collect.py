@@ -7,23 +7,40 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 
 QUALITIES = ("random", "medium", "expert", "medium-replay", "medium-expert")
-ENVS = {
-    "pendulum": {"env_id": "Pendulum-v1", "cheap": True, "samples": 20_000},
-    "halfcheetah": {"env_id": "HalfCheetah-v5", "cheap": False, "samples": 1_000_000},
-    "hopper": {"env_id": "Hopper-v5", "cheap": False, "samples": 1_000_000},
-    "walker2d": {"env_id": "Walker2d-v5", "cheap": False, "samples": 1_000_000},
-}
 GENERATOR_VERSION = 2  # 2: evaluation plays one episode per env; medium from D4RL's references
 MEDIUM_FRACTION = 1 / 3             # D4RL: medium = "about 1/3 the performance of the expert"
 EXPERT_MIN_NORMALIZED = 80.0        # an 'expert' file needs a final SAC evaluation at least this normalized
 POLICY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies")  # shipped behaviour policies
 PENDULUM_NOISE = 0.1                # std of the torque noise of the scripted expert while collecting
 PENDULUM_MEDIUM_RANDOM_PROB = 0.7   # chance of a uniform random torque in 'medium' (44.5 normalized)
+
+
+@dataclass(frozen=True)
+class GeneratedEnv:
+    """One ``generated:<env>-<quality>`` environment, a row of ``ENVS`` (the last lines of this file).
+
+    ``env_id``: the gymnasium id the data is collected in (the file's action box and time limit are read off it);
+    ``samples``: the default transitions per behaviour policy; ``scripted``: for an env whose behaviour policies
+    are scripted here, ``(quality, samples, seed, quiet) -> (arrays, attrs)`` (seconds, made on first use, no SAC
+    options); None: SAC behaviour policies (``behaviour.generate_mujoco``: collected from the shipped
+    ``policies/<env>-<quality>.pt``, or trained here with ``--train``).  The env's reference returns (normalized
+    score, D4RL's medium level) are its family's row of ``scores.REF_SCORES``.
+    """
+    env_id: str
+    samples: int
+    scripted: Callable[..., tuple[dict, dict]] | None = None
+
+    @property
+    def cheap(self) -> bool:
+        """Every quality is made in seconds without training."""
+        return self.scripted is not None
 
 
 def parse_name(value: str) -> tuple[str, str]:
@@ -38,7 +55,7 @@ def parse_name(value: str) -> tuple[str, str]:
 
 def is_cheap(env: str, quality: str | None = None) -> bool:
     """Made in seconds to minutes without training: Pendulum, ``random``, or a shipped behaviour policy."""
-    return ENVS[env]["cheap"] or quality == "random" or (quality is not None and shipped_policy(env, quality) is not None)
+    return ENVS[env].cheap or quality == "random" or (quality is not None and shipped_policy(env, quality) is not None)
 
 
 def medium_threshold(env: str) -> float:
@@ -182,7 +199,7 @@ def pendulum_policy(random_prob: float, noise: float = PENDULUM_NOISE):
 
 def generate_pendulum(quality: str, samples: int, seed: int, quiet: bool = True) -> tuple[dict, dict]:
     """Pendulum-v1 data from the scripted policies; returns (arrays, attrs describing the policy)."""
-    env_id = ENVS["pendulum"]["env_id"]
+    env_id = ENVS["pendulum"].env_id
     p_med = PENDULUM_MEDIUM_RANDOM_PROB
 
     def run(p, n, s, desc):
@@ -208,7 +225,7 @@ def generate_pendulum(quality: str, samples: int, seed: int, quiet: bool = True)
 
 def pendulum_reference_returns(n_episodes: int = 1000, seed: int = 12_345) -> dict[str, tuple[float, float]]:
     """(mean, std) return of the uniform-random policy and the deterministic scripted expert."""
-    env_id = ENVS["pendulum"]["env_id"]
+    env_id = ENVS["pendulum"].env_id
     out = {}
     for name, policy in (("random", pendulum_policy(1.0)), ("expert", lambda obs, rng: pendulum_expert(obs))):
         r = collect(env_id, policy, seed, n_episodes=n_episodes)["episode_returns"]
@@ -216,3 +233,11 @@ def pendulum_reference_returns(n_episodes: int = 1000, seed: int = 12_345) -> di
     return out
 
 
+# ----------------------------------------------------------------------------- the generated envs, one row each
+
+ENVS: dict[str, GeneratedEnv] = {
+    "pendulum": GeneratedEnv("Pendulum-v1", samples=20_000, scripted=generate_pendulum),
+    "halfcheetah": GeneratedEnv("HalfCheetah-v5", samples=1_000_000),
+    "hopper": GeneratedEnv("Hopper-v5", samples=1_000_000),
+    "walker2d": GeneratedEnv("Walker2d-v5", samples=1_000_000),
+}

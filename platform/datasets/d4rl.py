@@ -162,10 +162,11 @@ def infer_env_id(name: str) -> str | None:
     D4RL's v2 MuJoCo data came from gym's v3 tasks (mujoco-py); gymnasium's v5 tasks have the same
     observation and action spaces and are the closest ones runnable today.
     """
+    from platform.datasets.collect import ENVS
     from platform.datasets.scores import family
 
-    return {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5",
-            "pendulum": "Pendulum-v1"}.get(family(name) or "")
+    row = ENVS.get(family(name) or "")  # the generated envs are D4RL's tasks (and Pendulum)
+    return row.env_id if row else None
 
 
 def read_env_id(path: str) -> str:

@@ -2,7 +2,9 @@
 
     python -m platform.datasets.generate ENV QUALITY [--out FILE] [--samples N] [--steps N] [--seed S]
 
-ENV: ``pendulum`` (Pendulum-v1), ``halfcheetah``, ``hopper``, ``walker2d`` (gymnasium MuJoCo v5).
+ENV: a row of ``collect.ENVS``, the one table of generated envs (its gymnasium id, default size, and whether its
+behaviour policies are scripted here or SAC's): ``pendulum`` (Pendulum-v1, scripted), ``halfcheetah``,
+``hopper``, ``walker2d`` (gymnasium MuJoCo v5, SAC).  Adding an env is a row there.
 QUALITY, as in D4RL (Fu et al. 2020, section 5):
 
 * ``random``: a uniform random policy.
@@ -69,9 +71,9 @@ import numpy as np
 
 from platform.datasets.behaviour import (check_shipped_policy, export_policy, generate_mujoco, load_shipped_policy,
                                           train_sac, train_until)
-from platform.datasets.collect import (ENVS, GENERATOR_VERSION, QUALITIES, cached_path, collect, generate_pendulum,
-                                        is_cheap, medium_threshold, missing_message, parse_name,
-                                        pendulum_reference_returns)
+from platform.datasets.base import env_action_box
+from platform.datasets.collect import (ENVS, GENERATOR_VERSION, QUALITIES, cached_path, collect, is_cheap,
+                                        medium_threshold, missing_message, parse_name, pendulum_reference_returns)
 from platform.datasets.d4rl import write_d4rl_hdf5
 
 # ----------------------------------------------------------------------------- entry points
@@ -149,39 +151,38 @@ def generate(env: str, quality: str, out: str | None = None, *, samples: int | N
     """Generate one dataset to ``out`` (default: the ``generated:`` cache) and return its path.
 
     An existing file is kept unless ``force``.  ``samples``: transitions per behaviour policy
-    (default 20k for pendulum, 1M for MuJoCo); ``steps``: SAC training steps (MuJoCo);
-    ``train_kwargs`` (MuJoCo): ``train`` (train SAC here instead of collecting from the shipped policy),
+    (default: the env's row of ``ENVS``, 20k for Pendulum, 1M for MuJoCo); ``steps``: SAC training steps;
+    ``quiet``: no progress bars (default: for scripted envs, made in seconds);
+    ``train_kwargs`` (SAC envs only): ``train`` (train SAC here instead of collecting from the shipped policy),
     ``medium_return`` (tests only: overrides D4RL's medium threshold), and ``eval_every``,
     ``eval_episodes``, ``checkpoint_every``, ``config``, ``device`` of ``train_sac``.
     """
-    from platform.datasets.scores import REF_SCORES, normalized_score
+    from platform.datasets.scores import normalized_score, reference_for
 
     parse_name(f"{env}-{quality}")
+    row = ENVS[env]
+    if row.scripted is not None and train_kwargs:
+        raise ValueError(f"{env}: its behaviour policies are scripted; SAC options {sorted(train_kwargs)} do not apply")
     out = out or cached_path(env, quality, cache_dir)
-    samples = samples or ENVS[env]["samples"]
-    quiet = (env == "pendulum") if quiet is None else quiet
+    samples = samples or row.samples
+    quiet = row.cheap if quiet is None else quiet
     with _file_lock(out):
         if os.path.exists(out) and not force:
             return out
         t0 = time.time()
-        if env == "pendulum":
-            data, attrs = generate_pendulum(quality, samples, seed, quiet=quiet)
+        if row.scripted is not None:
+            data, attrs = row.scripted(quality, samples, seed, quiet=quiet)
         else:
             work_dir = work_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "work", f"{env}-sac-seed{seed}")
             data, attrs = generate_mujoco(env, quality, samples, seed, work_dir, steps, quiet=quiet, **train_kwargs)
-        import gymnasium as gym
-
-        env_id = ENVS[env]["env_id"]
-        probe = gym.make(env_id)
-        space, limit = probe.action_space, probe.spec.max_episode_steps
-        probe.close()
+        act_low, act_high, limit = env_action_box(row.env_id)
         returns = data.pop("episode_returns")
-        lo, hi = REF_SCORES[env]
-        norm = normalized_score(env, returns.mean(), ref=(lo, hi)) if len(returns) else float("nan")
-        attrs = {"env_id": env_id, "quality": quality, "generator": "platform.datasets.generate",
+        lo, hi = reference_for(env, row.env_id)  # (None, None): a task nobody measured, no normalized score
+        norm = normalized_score(env, returns.mean(), ref=(lo, hi)) if len(returns) and lo is not None else float("nan")
+        attrs = {"env_id": row.env_id, "quality": quality, "generator": "platform.datasets.generate",
                  "generator_version": GENERATOR_VERSION, "seed": seed, "samples": len(data["rewards"]),
-                 "ref_min_score": lo, "ref_max_score": hi, "act_low": space.low.astype(np.float32),
-                 "act_high": space.high.astype(np.float32), "max_episode_steps": limit or 0,
+                 "ref_min_score": lo, "ref_max_score": hi, "act_low": np.asarray(act_low, np.float32),
+                 "act_high": np.asarray(act_high, np.float32), "max_episode_steps": limit or 0,
                  "n_episodes": len(returns), "mean_episode_return": float(returns.mean()) if len(returns) else np.nan,
                  "mean_normalized_score": float(norm), "seconds": time.time() - t0,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **attrs}
@@ -208,7 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("quality", choices=QUALITIES)
     p.add_argument("--out", help="output .hdf5 (default: the cache read by generated:<env>-<quality>)")
     p.add_argument("--cache-dir", help="cache directory (default: $DRL_DATA_DIR or ~/.cache/diffusion-rl/datasets)")
-    p.add_argument("--samples", type=int, help="transitions per behaviour policy (pendulum 20000, MuJoCo 1000000)")
+    p.add_argument("--samples", type=int, help="transitions per behaviour policy (default: the env's row, "
+                   + ", ".join(f"{name} {row.samples}" for name, row in ENVS.items()) + ")")
     p.add_argument("--steps", type=int, default=1_000_000, help="MuJoCo: SAC training env steps (default 1M)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", help="MuJoCo: SAC checkpoints (default: <out dir>/work/<env>-sac-seed<S>)")
@@ -239,13 +241,14 @@ def main(argv=None) -> int:
         config = SACConfig() if a.learning_starts is None else SACConfig(learning_starts=a.learning_starts)
     except ValueError as e:
         p.error(str(e))
-    train_kwargs = {} if a.env == "pendulum" else {
+    sac = ENVS[a.env].scripted is None  # SAC behaviour policies take the training options; scripted ones none
+    train_kwargs = {} if not sac else {
         "eval_every": a.eval_every, "eval_episodes": a.eval_episodes, "checkpoint_every": a.checkpoint_every,
         "config": config, "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu")}
     out = a.out or cached_path(a.env, a.quality, a.cache_dir)
     if a.export_policy:
-        if not a.train or a.env == "pendulum" or a.quality != "medium":
-            p.error("--export-policy needs --train and a MuJoCo env's medium quality")
+        if not a.train or not sac or a.quality != "medium":
+            p.error("--export-policy needs --train and the medium quality of an env with SAC behaviour policies")
         work_dir = a.work_dir or os.path.join(os.path.dirname(os.path.abspath(out)), "work", f"{a.env}-sac-seed{a.seed}")
         try:
             _, _, progress, medium, _ = train_until(a.env, "medium", work_dir, a.steps, a.seed, quiet=a.quiet,
@@ -257,7 +260,7 @@ def main(argv=None) -> int:
         print(f"[generate] {a.env}: medium policy (SAC step {medium['step']}, evaluation return "
               f"{medium['return_mean']:.0f}) -> {path}", flush=True)
         return 0
-    if a.env != "pendulum":
+    if sac:
         train_kwargs["train"] = a.train
     if os.path.exists(out) and not a.force:
         print(f"[generate] {out} exists; keeping it (--force regenerates)", flush=True)
