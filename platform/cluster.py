@@ -15,8 +15,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the Ray working_dir upload leaves out: VCS data, caches, generated results and reports.
 WORKING_DIR_EXCLUDES = [".git", "**/__pycache__", "results", "reports", ".pytest_cache", "*.hdf5", ".venv",
                         "wandb", ".whl", ".gl"]
-# the driver's variables a local Ray's workers get (DRL_ALGORITHMS: algorithms.register's algorithms)
-PASS_ENV = ("DRL_DATA_DIR", "DRL_ALGORITHMS", "WANDB_MODE", "PUSHT_ZARR", "CUBLAS_WORKSPACE_CONFIG")
+# the driver's variables a local Ray's workers get (DRL_ALGORITHMS: algorithms.register's algorithms;
+# DRL_DATASET_SOURCES: platform.datasets.register_source's sources)
+PASS_ENV = ("DRL_DATA_DIR", "DRL_ALGORITHMS", "DRL_DATASET_SOURCES", "WANDB_MODE", "PUSHT_ZARR",
+            "CUBLAS_WORKSPACE_CONFIG")
 
 
 def _free_port() -> int:

@@ -262,12 +262,11 @@ def _validate_multi(spec: SweepSpec, c: _Checker):
 
 
 def _absolute_paths(dataset: str) -> str:
-    """``d4rl:``/``pusht:``/``robomimic:``/Minari-file paths become absolute: Ray workers run in a copy of the working dir."""
-    kind, _, value = dataset.partition(":")
-    if (kind in ("d4rl", "pusht", "robomimic", "kitchen", "antmaze", "adroit")
-            and ("/" in value or value.endswith((".hdf5", ".h5", ".zarr")))):
-        return f"{kind}:{os.path.abspath(os.path.expanduser(value))}"
-    return dataset
+    """File paths of the sources that take them (``Source.paths``) become absolute: Ray workers run in a copy of the
+    working dir."""
+    from platform.datasets import absolute_path  # the one table of dataset sources says which kinds take paths
+
+    return absolute_path(dataset)
 
 
 def _needs_support(spec: SweepSpec, c: _Checker, option: str, supports) -> None:

@@ -223,3 +223,25 @@ def test_compile_needs_an_algorithm_that_supports_it(tmp_path):
     e = err(tmp_path, GOOD.replace("algorithm: bc", "algorithm: dql").replace("config: {hidden_dim: 64}", "")
             .replace("lr:", "eta:").replace("seeds: [0, 1]}", "seeds: [0, 1], compile: true, vectorize_seeds: true}"))
     assert e.key == "train.compile" and "vectorize_seeds" in e.reason, e
+
+
+def test_dataset_paths_become_absolute_for_the_sources_that_take_paths(tmp_path, monkeypatch):
+    """Which kinds take a file path is the sources table's (``Source.paths``), not a list in spec.py: a relative
+    path of those becomes absolute (Ray workers run in a copy of the working dir), the other kinds' values stay."""
+    import os
+
+    from platform.datasets import SOURCES
+
+    monkeypatch.chdir(tmp_path)
+    path_kinds = {kind for kind, source in SOURCES.items() if source.paths}
+    assert path_kinds == {"d4rl", "pusht", "robomimic", "kitchen", "antmaze", "adroit"}  # as before the table
+    for kind in SOURCES:
+        spec = load_spec(write(tmp_path, GOOD.replace("generated:pendulum-medium", f"{kind}:data/x.hdf5")))
+        expected = f"{kind}:{os.path.join(str(tmp_path), 'data', 'x.hdf5')}" if kind in path_kinds else f"{kind}:data/x.hdf5"
+        assert spec.dataset == expected, kind
+    grid = load_spec(write(tmp_path, GOOD.replace("dataset: generated:pendulum-medium",
+                                                  "dataset: {grid: [d4rl:a.hdf5, generated:pendulum-medium]}")
+                                      .replace("searcher: optuna", "searcher: grid")
+                                      .replace("    lr: {loguniform: [0.0001, 0.01]}", "    lr: 0.001")))
+    assert grid.datasets == [f"d4rl:{tmp_path}/a.hdf5", "generated:pendulum-medium"]
+    assert load_spec(write(tmp_path, GOOD.replace("pendulum-medium", "hopper-medium"))).dataset == "generated:hopper-medium"

@@ -21,6 +21,7 @@ Nothing is downloaded: the machines this runs on may be offline.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -139,44 +140,123 @@ def _load_minari(value, cache_dir, allow_generate):
     return load_minari(value)
 
 
-def _robotics(kind: str) -> "Source":
+def _robotics(kind: str, paths: bool) -> "Source":
     """robomimic:, scripted:, kitchen:, antmaze:, adroit: (``platform/datasets/robotics.py``)."""
     from platform.datasets import robotics
 
     return Source(check=lambda value, cache_dir, validate: robotics.check(kind, value, cache_dir),
-                  load=lambda value, cache_dir, allow_generate: robotics.load(kind, value, cache_dir, allow_generate))
+                  load=lambda value, cache_dir, allow_generate: robotics.load(kind, value, cache_dir, allow_generate),
+                  paths=paths)
+
+
+def _prepare_generated(value: str, cache_dir: str | None) -> None:
+    env, quality = collect.parse_name(value)
+    path = generated_path(value, cache_dir)
+    if not os.path.exists(path) and collect.is_cheap(env, quality):
+        if not collect.ENVS[env].cheap:
+            print(f"[data] generated:{value} is not in {os.path.dirname(path)} yet: collecting it from "
+                  f"{'a random policy' if quality == 'random' else 'the shipped behaviour policy'} (minutes)",
+                  flush=True)
+        from platform.datasets.generate import generate as make
+
+        make(env, quality, path)
 
 
 @dataclass(frozen=True)
 class Source:
+    """One kind of dataset, ``<kind>:<value>`` in a study.
+
+    ``check(value, cache_dir, validate) -> env id``: the pre-flight check, before any training (reads and
+    validates files with ``validate``, generates nothing); raises ValueError / FileNotFoundError / ImportError
+    with one message naming the dataset.  ``load(value, cache_dir, allow_generate) -> OfflineDataset``.
+    ``paths``: the value may be a file path, which a study makes absolute (Ray workers run in a copy of the
+    working dir).  ``prepare(value, cache_dir)``: makes what is cheap to make once, before a sweep's trials start
+    (None: nothing to make).
+    """
     check: Callable[[str, str | None, bool], str]
     load: Callable[[str, str | None, bool | None], OfflineDataset]
+    paths: bool = False
+    prepare: Callable[[str, str | None], None] | None = None
 
 
 # the one table of dataset sources: a study's ``<kind>:<value>`` names its kind here, every list of kinds comes from it
+# (sources defined outside this package join it with ``register_source``)
 SOURCES: dict[str, Source] = {
-    "d4rl": Source(_check_d4rl, _load_d4rl),
+    "d4rl": Source(_check_d4rl, _load_d4rl, paths=True),
     "minari": Source(_check_minari, _load_minari),
-    "generated": Source(_check_generated, _load_generated),
-    "pusht": Source(_check_pusht, _load_pusht),
-    "robomimic": _robotics("robomimic"),
-    "scripted": _robotics("scripted"),
-    "kitchen": _robotics("kitchen"),
-    "antmaze": _robotics("antmaze"),
-    "adroit": _robotics("adroit"),
+    "generated": Source(_check_generated, _load_generated, prepare=_prepare_generated),
+    "pusht": Source(_check_pusht, _load_pusht, paths=True),
+    "robomimic": _robotics("robomimic", paths=True),
+    "scripted": _robotics("scripted", paths=False),
+    "kitchen": _robotics("kitchen", paths=True),
+    "antmaze": _robotics("antmaze", paths=True),
+    "adroit": _robotics("adroit", paths=True),
     "toy": Source(toy.check_toy, toy.load_toy),
 }
-KINDS = tuple(SOURCES)
+# sources registered outside this package (``register_source``): ``kind=module:check:load[:paths]``, comma-separated;
+# processes started later (a sweep's subprocess, a local Ray's workers) read it
+ENV_VAR = "DRL_DATASET_SOURCES"
+
+
+def _registered() -> dict[str, Source]:
+    out = {}
+    for item in filter(None, os.environ.get(ENV_VAR, "").split(",")):
+        kind, _, entry = item.partition("=")
+        parts = entry.split(":")
+        if len(parts) not in (3, 4) or parts[3:] not in ([], ["paths"]) or kind in SOURCES:
+            raise ValueError(f"${ENV_VAR}: {item!r} is not kind=module:check:load[:paths] with a new kind")
+        module = importlib.import_module(parts[0])
+        out[kind] = Source(getattr(module, parts[1]), getattr(module, parts[2]), paths=parts[3:] == ["paths"])
+    return out
+
+
+def sources() -> dict[str, Source]:
+    """Every dataset source by kind: ``SOURCES`` and the registered ones."""
+    return {**SOURCES, **_registered()}
+
+
+def register_source(kind: str, check: Callable, load: Callable, paths: bool = False) -> None:
+    """Make ``<kind>:`` a dataset source beside ``SOURCES`` (``Source`` says what ``check``, ``load`` and ``paths``
+    are).  ``check`` and ``load`` are top-level functions of one importable module, imported again by name wherever
+    the data is read: set in ``$DRL_DATASET_SOURCES``, so processes started afterwards (a sweep's subprocess, a
+    local Ray's workers) know it; a cluster that is already running does not: there, add a row to ``SOURCES``.
+    ``unregister_source`` undoes it."""
+    module = check.__module__
+    if load.__module__ != module or "." in check.__qualname__ + load.__qualname__:
+        raise ValueError(f"register_source({kind!r}): check and load must be top-level functions of one module")
+    if not kind.isidentifier() or kind in sources():
+        raise ValueError(f"register_source({kind!r}): an identifier that is not a dataset kind yet is needed")
+    entry = f"{kind}={module}:{check.__qualname__}:{load.__qualname__}" + (":paths" if paths else "")
+    os.environ[ENV_VAR] = ",".join(filter(None, [os.environ.get(ENV_VAR, ""), entry]))
+
+
+def unregister_source(kind: str) -> None:
+    """Forget a source ``register_source`` added (the built-in ones stay)."""
+    if kind in SOURCES:
+        raise ValueError(f"unregister_source({kind!r}): a built-in source (platform/datasets/__init__.py's SOURCES)")
+    kept = [item for item in os.environ.get(ENV_VAR, "").split(",") if item and item.partition("=")[0] != kind]
+    os.environ[ENV_VAR] = ",".join(kept)
+
+
+def absolute_path(name: str) -> str:
+    """``<kind>:<relative path>`` -> ``<kind>:<absolute path>`` for the kinds whose value may be a path
+    (``Source.paths``: a file name, or a value with a ``/``); other names unchanged."""
+    kind, _, value = name.partition(":")
+    source = sources().get(kind)
+    if source is not None and source.paths and ("/" in value or value.endswith((".hdf5", ".h5", ".zarr"))):
+        return f"{kind}:{os.path.abspath(os.path.expanduser(value))}"
+    return name
 
 
 def split_name(name: str) -> tuple[str, str]:
     """``"generated:pendulum-medium"`` -> ``("generated", "pendulum-medium")``; ValueError if malformed."""
+    known = ", ".join(sources())
     if not isinstance(name, str) or ":" not in name:
-        raise ValueError(f"dataset {name!r}: expected <kind>:<value> with kind one of {', '.join(KINDS)} "
+        raise ValueError(f"dataset {name!r}: expected <kind>:<value> with kind one of {known} "
                          f"(e.g. generated:pendulum-medium)")
     kind, value = name.split(":", 1)
-    if kind not in SOURCES:
-        raise ValueError(f"dataset {name!r}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in sources():
+        raise ValueError(f"dataset {name!r}: unknown kind {kind!r}; use one of {known}")
     if not value.strip():
         raise ValueError(f"dataset {name!r}: nothing after '{kind}:'")
     return kind, value.strip()
@@ -194,7 +274,7 @@ def check_dataset(name: str, cache_dir: str | None = None, validate: bool = True
     Raises ValueError (``DatasetError``) / FileNotFoundError / ImportError, one message naming the file.
     """
     kind, value = split_name(name)
-    return SOURCES[kind].check(value, cache_dir, validate)
+    return sources()[kind].check(value, cache_dir, validate)
 
 
 def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
@@ -206,21 +286,13 @@ def dataset_env_id(name: str, cache_dir: str | None = None) -> str:
 
 
 def ensure_dataset(name: str, cache_dir: str | None = None) -> None:
-    """Make a missing ``generated:`` dataset now if that is cheap (Pendulum, ``random``, a shipped behaviour
-    policy): a sweep calls this before its trials start, so they do not each wait on it."""
+    """Make what the source makes cheaply now (``Source.prepare``: a missing ``generated:`` dataset of Pendulum,
+    ``random`` or a shipped behaviour policy): a sweep calls this before its trials start, so they do not each
+    wait on it."""
     kind, value = split_name(name)
-    if kind != "generated":
-        return
-    env, quality = collect.parse_name(value)
-    path = generated_path(value, cache_dir)
-    if not os.path.exists(path) and collect.is_cheap(env, quality):
-        if not collect.ENVS[env].cheap:
-            print(f"[data] {name} is not in {os.path.dirname(path)} yet: collecting it from "
-                  f"{'a random policy' if quality == 'random' else 'the shipped behaviour policy'} (minutes)",
-                  flush=True)
-        from platform.datasets.generate import generate as make
-
-        make(env, quality, path)
+    prepare = sources()[kind].prepare
+    if prepare is not None:
+        prepare(value, cache_dir)
 
 
 def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool | None = None) -> OfflineDataset:
@@ -232,8 +304,9 @@ def load_dataset(name: str, cache_dir: str | None = None, allow_generate: bool |
     hours); False never generates.
     """
     kind, value = split_name(name)
-    return SOURCES[kind].load(value, cache_dir, allow_generate)
+    return sources()[kind].load(value, cache_dir, allow_generate)
 
 
-__all__ = ["OfflineDataset", "SOURCES", "KINDS", "load_dataset", "ensure_dataset", "check_dataset", "dataset_env_id", "data_dir", "d4rl_dir",
-           "split_name", "d4rl_path", "generated_path"]
+__all__ = ["OfflineDataset", "Source", "SOURCES", "sources", "register_source", "unregister_source", "load_dataset",
+           "ensure_dataset", "check_dataset", "dataset_env_id", "absolute_path", "data_dir", "d4rl_dir", "split_name",
+           "d4rl_path", "generated_path"]
