@@ -33,7 +33,7 @@ import pandas as pd
 from platform.report.document import (Doc, Table, fiqm, fmean_std, fnum, fsigned, render_html,
                                       render_markdown)
 from platform.report.figures import Plots, fig_algorithms, fig_pareto, fig_profiles, fig_sensitivity, fig_trials
-from platform.report.accounting import (REPO_ROOT, budget_lines, cost_section, failures_section, health_section,
+from platform.report.accounting import (REPO_ROOT, budget_section, cost_section, failures_section, health_section,
                                         metadata_section)
 from platform.report.papers import paper_budget, paper_reference
 from platform.report.toy import toy_section
@@ -255,12 +255,7 @@ def build_report(paths: list[str], out_dir: str, protocol: str | None = None) ->
 
     sweeps = sorted(df["sweep"].unique())
     doc = Doc(f"Report: {', '.join(sweeps)}")
-    doc.h(2, "Budget")
-    doc.p("What was actually run (from the Parquet; items marked spec.json come from the study file). "
-          "The papers' numbers below were obtained with far larger budgets.")
-    doc.ul(budget_lines(df, studies, specs))
-    if df["score"].notna().sum() == 0:
-        doc.p("No run reached an evaluation: there are no scores to report.")
+    budget_section(doc, df, studies, specs)
 
     best_by_bench = _results_section(doc, by_bench, protocol)
     health_section(doc, studies)

@@ -63,32 +63,53 @@ def _cuda(torch_version: str) -> str:
         return f"unknown ({type(e).__name__})"
 
 
-def budget_lines(df: pd.DataFrame, studies: dict[tuple, list[Trial]], specs: dict[str, dict]) -> list[str]:
-    lines = []
+def budget_section(doc: Doc, df: pd.DataFrame, studies: dict[tuple, list[Trial]], specs: dict[str, dict]) -> None:
+    """What was run: one table row per (study, algorithm, dataset); what every row shares (batch, evaluation
+    episodes) is said once above it.  Data without reference returns (``OfflineDataset``'s no-reference state) is
+    named as such: its runs evaluated, but have no normalized score."""
+    doc.h(2, "Budget")
+    rows, no_reference = [], []
     for (sweep, algo, bench), ts in studies.items():
         g = df[(df["sweep"] == sweep) & (df["algorithm"] == algo) & (df["_bench"] == bench)]
         ev = g[g["score"].notna()]
+        unscored = (ev.empty and "eval/return_mean" in g.columns and g["eval/return_mean"].notna().any())
+        if unscored:  # evaluated (raw returns) with no reference returns to normalize them by
+            ev = g[g["eval/return_mean"].notna()]
+            no_reference.append(bench)
         seeds = sorted(g["seed"].unique().tolist())
         max_step = int(ev["step"].max()) if len(ev) else int(g["step"].max())
         n_evals = ev.groupby(["_trial", "seed"])["step"].nunique()
         train = specs.get(sweep, {}).get("train", {})
         if "eval/episodes" in g.columns and g["eval/episodes"].notna().any():
-            eps = ", ".join(str(int(v)) for v in sorted(g["eval/episodes"].dropna().unique()))
-            episodes = f"{eps} evaluation episodes per evaluation"
+            episodes = ", ".join(str(int(v)) for v in sorted(g["eval/episodes"].dropna().unique()))
         elif "eval_episodes" in train:
-            episodes = f"{train['eval_episodes']} evaluation episodes per evaluation (spec.json)"
+            episodes = f"{train['eval_episodes']} (spec.json)"
         else:
-            episodes = "evaluation episodes not recorded"
-        extra = f", batch {train['batch_size']} (spec.json)" if "batch_size" in train else ""
+            episodes = "not recorded"
         planned = f" of {train['steps']} planned" if "steps" in train and train["steps"] != max_step else ""
         evals = (f"{int(n_evals.min())}–{int(n_evals.max())}" if len(n_evals) and n_evals.min() != n_evals.max()
                  else str(int(n_evals.max())) if len(n_evals) else "0")
-        paper = paper_budget(algo, str(ts[0].dataset), ts[0].env)
-        lines.append(f"`{sweep}`: {algo} on {bench}: {len(ts)} trial(s) × {len(seeds)} seed(s) "
-                     f"({', '.join(map(str, seeds))}) × up to {max_step} gradient steps{planned}{extra}; "
-                     f"{evals} evaluation(s) per run, {episodes}."
-                     + (f" Paper budget: {paper}." if paper else ""))
-    return lines
+        rows.append({"study": f"`{sweep}`", "algorithm": algo, "dataset": bench,
+                     "runs": f"{len(ts)} trial(s) × {len(seeds)} seed(s) ({', '.join(map(str, seeds))}) × up to "
+                             f"{max_step} gradient steps{planned}",
+                     "batch": f"{train['batch_size']} (spec.json)" if "batch_size" in train else "not recorded",
+                     "evaluations per run": evals + (" (no reference returns: no normalized score)" if unscored else ""),
+                     "evaluation episodes": episodes,
+                     "paper budget": paper_budget(algo, str(ts[0].dataset), ts[0].env) or "—"})
+    shared = [k for k in ("batch", "evaluation episodes") if rows and len({r[k] for r in rows}) == 1]
+    said = {"batch": lambda v: f"batch {v}", "evaluation episodes": lambda v: f"{v} evaluation episodes per evaluation"}
+    doc.p("What was actually run (from the Parquet; items marked spec.json come from the study file). "
+          "The papers' numbers below were obtained with far larger budgets."
+          + (" Every run: " + "; ".join(said[k](rows[0][k]) for k in shared) + "." if shared else ""))
+    headers = [k for k in ("study", "algorithm", "dataset", "runs", "batch", "evaluations per run",
+                           "evaluation episodes", "paper budget") if k not in shared]
+    if rows:
+        doc.table(Table(headers, [[r[k] for k in headers] for r in rows], caption="What was run"))
+    if df["score"].notna().sum() == 0:
+        doc.p(f"The runs evaluated, but {', '.join(sorted(set(no_reference)))} has no reference returns (random and "
+              "expert) to normalize by: there is no normalized score to report; the raw returns are "
+              "`eval/return_mean` in the Parquet." if no_reference else
+              "No run reached an evaluation: there are no scores to report.")
 
 
 def health_section(doc: Doc, studies: dict[tuple, list[Trial]]) -> None:
