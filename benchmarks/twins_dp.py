@@ -29,7 +29,9 @@ the platform side from ``DiffusionPolicyConfig``'s defaults, which a first row c
   budget, and the new weights after one training step at step N (both sides start from the same mid-training
   state: the public side takes a step at N-1 and its weights, EMA weights and AdamW state are loaded into the
   platform), plus the platform's AdamW applied to the public's gradients;
-* (e) the EMA weights after that step;
+* (e) the EMA: its decay schedule over the budget, the EMA weights after that step (the EMA starts that step
+  from weights of another init, so that the decay shows in them) and the decay the platform's update applied,
+  read back from its EMA weights by least squares;
 * (d) the samplers from the same initial noise: the public ``predict_action`` with the configured
   ``DDPMScheduler`` (100 steps, squared cosine, clip_sample, epsilon) vs the platform's ``predict_chunk``/``act``
   (same torch seed: the same initial noise and per-step noises), and with ``DDIMScheduler`` as
@@ -40,8 +42,8 @@ the platform side from ``DiffusionPolicyConfig``'s defaults, which a first row c
   ``algorithms.diffusion.samplers.ddim_timesteps`` for that one call).
 
 Differences are max abs differences, in normalized units for actions (the [-1, 1] space the network works
-in).  Tolerances (float32): exact (0) for copied weights, masks, optimizer settings and the lr schedule; 1e-6
-for the schedule tables and the normalizer; 1e-5 relative to the compared values' largest magnitude for the
+in).  Tolerances (float32): exact (0) for copied weights, masks, optimizer settings and the lr and EMA-decay
+schedules; 1e-6 for the schedule tables, the normalizer and the EMA decay read back; 1e-5 relative to the compared values' largest magnitude for the
 denoiser output, the loss and one AdamW step; 1e-4 relative for gradients (sums over 256 x 16 terms);
 1e-5 absolute (normalized units) for a chain whose step coefficients are formed the same way on both sides
 (DDIM, 8 steps; the public DDPM chain with diffusers' tables in float64, a labelled extra row): per-step
@@ -342,6 +344,9 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     normalizer.fit({"obs": t["obs"], "action": t["action"]}, last_n_dims=1, mode="limits")
     policy.set_normalizer(normalizer)
     ema_policy = copy.deepcopy(policy)
+    # a mid-training EMA: its weights far from the model's (another init), so that the decay shows in them
+    torch.manual_seed(SEED + 10)
+    ema_policy.model.load_state_dict(build_public(pub, backbone, conf).model.state_dict())
     ema = pub.EMAModel(model=ema_policy, **{k: v for k, v in conf["ema"].items() if k != "_target_"})
     optimizer = public_optimizer(policy, backbone, conf)
     lr_scheduler = pub.get_scheduler(conf["training"]["lr_scheduler"], optimizer=optimizer,
@@ -392,6 +397,11 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     from algorithms.common import lr_factor
 
     lam = lr_scheduler.lr_lambdas[0]
+    from algorithms.diffusion_policy import ema_decay
+
+    rows.append(row(backbone, f"(e) EMA decay schedule, {len(grid)} steps in [0, {cfg.max_steps}]",
+                    max(abs(ema.get_decay(n) - ema_decay(n, cfg.ema_power, cfg.ema_inv_gamma, cfg.ema_min, cfg.ema_max,
+                                                         cfg.ema_update_after_step)) for n in grid), tol=EXACT))
     rows.append(row(backbone, f"(c) lr schedule factor, {len(grid)} steps in [0, {cfg.max_steps}]",
                     max(abs(lam(n) - lr_factor(n, cfg.lr_warmup_steps, cfg.max_steps, cfg.lr_schedule)) for n in grid),
                     tol=EXACT))
@@ -426,6 +436,7 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
 
     # ---- (b) loss and gradients, (c) new weights, (e) EMA: one training step at N from the same state
     w_before = {n: p.detach().clone() for n, p in ours_params.items()}
+    ema_before = [p.detach().clone() for p in algo.ema_model.parameters()]
     s_before = copy.deepcopy(algo.optimizer.state_dict())
     torch.manual_seed(SEED + 3)
     loss_pub, grads_pub = public_train_step(policy, backbone, batches[1], optimizer, lr_scheduler, ema)
@@ -449,8 +460,17 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     rows.append(row(backbone, f"(c) weights after one training step (step {STEP})", d, s, REL_OUT, rel=True))
     d, s = dict_diff(dict(algo.ema_model.named_parameters()),
                      map_public_state(backbone, dict(ema_policy.model.named_parameters())))
-    rows.append(row(backbone, "(e) EMA weights after that step", d, s, REL_OUT, rel=True,
-                    note=f"decay {ema.decay:.9g}"))
+    rows.append(row(backbone, "(e) EMA weights after that step", d, s, REL_OUT, rel=True))
+    # the decay the platform's update applied, read back from its EMA (least squares over every weight):
+    # E' = d E + (1 - d) W  =>  1 - d = <E' - E, W - E> / |W - E|^2
+    num = den = 0.0
+    for e0, e1, w in zip(ema_before, algo.ema_model.parameters(), algo.model.parameters()):
+        num += float(((e1 - e0).double() * (w - e0).double()).sum())
+        den += float(((w - e0).double() ** 2).sum())
+    decay_ours = 1.0 - num / den
+    rows.append(row(backbone, f"(e) EMA decay the update applied at step {STEP} (read back from the EMA weights)",
+                    abs(decay_ours - ema.decay), tol=TABLE,
+                    note=f"public {ema.decay:.9f}, platform {decay_ours:.9f}"))
     # the platform's AdamW on the public's gradients, from the same state: isolates the optimizer
     with torch.no_grad():
         for n, p in ours_params.items():
@@ -585,8 +605,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     L += ["", f"{sum(r['passed'] for r in checks)} of {len(checks)} checks pass; "
           f"{sum(r['kind'] == 'deviation' for r in rows)} rows measure documented deviations, "
           f"{sum(r['kind'] == 'reference' for r in rows)} size a tolerance.", "",
-          "Tolerances (float32): exact for copied weights, masks, optimizer settings and the lr schedule; 1e-6 for "
-          "the schedule and normalizer tables (float32 vs float64-then-rounded tables); 1e-5 relative for the "
+          "Tolerances (float32): exact for copied weights, masks, optimizer settings and the lr and EMA-decay "
+          "schedules; 1e-6 for the schedule and normalizer tables (float32 vs float64-then-rounded tables) and the "
+          "EMA decay read back from the weights (an off-by-one step there moves it by 3e-6); 1e-5 relative for the "
           "denoiser output, the loss, one AdamW step and the EMA; 1e-4 relative for gradients (sums over a whole "
           "batch in a different summation order); 1e-5 absolute in normalized units for the chains whose step "
           "coefficients are formed alike (DDIM, 8 steps; DDPM with diffusers' tables in float64): per-step round-off "

@@ -140,7 +140,7 @@ def test_dp_twin_end_to_end(tmp_path):
                          "--sample-batch", "2"])
     rows = res["rows"]
     checks = [r for r in rows if r["kind"] == "check"]
-    assert len(checks) == 2 * 16 + 1  # 16 per backbone, and the transformer's attention masks
+    assert len(checks) == 2 * 18 + 1  # 18 per backbone, and the transformer's attention masks
     for r in checks:
         assert r["max_abs_diff"] <= r["tolerance"], (r["backbone"], r["check"], r["max_abs_diff"], r["tolerance"])
     assert [r["max_abs_diff"] for r in checks if r["check"] == "weights after the mapping"] == [0.0, 0.0]
