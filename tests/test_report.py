@@ -184,32 +184,66 @@ def hand_iqm(x) -> float:
 
 
 def test_iqm_hand_computed():
+    """rliable's aggregate IQM through the report's adapter: the runs of every task pooled, 25% cut at each end."""
     # sorted: -50 0 | 3 4 5 6 | 10 100 -> middle half 3, 4, 5, 6
-    assert report.iqm([10, 0, 3, 100, 4, 5, -50, 6]) == pytest.approx(4.5)
-    assert report.iqm([1, 2, 9]) == pytest.approx(4.0)            # n < 4: nothing trimmed
-    assert report.iqm([1, 2, 3, 4, 1000]) == pytest.approx(3.0)   # trims one each end
+    assert report.iqm_ci([[10, 0, 3, 100, 4, 5, -50, 6]])[0] == pytest.approx(4.5)
+    assert report.iqm_ci([[1, 2, 9]])[0] == pytest.approx(4.0)            # n < 4: nothing trimmed
+    assert report.iqm_ci([[1, 2, 3, 4, 1000]])[0] == pytest.approx(3.0)   # trims one each end
+    # two tasks of different sizes are pooled: 1 2 | 3 4 5 6 | 7 100 (8 runs, 2 cut each end)
+    assert report.iqm_ci([[100, 1, 7], [2, 3, 4, 5, 6]])[0] == pytest.approx(4.5)
     rng = np.random.default_rng(0)
     for n in (4, 7, 9, 30):
         x = rng.normal(size=n)
-        assert report.iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25))
-    assert np.isnan(report.iqm([]))
+        assert report.iqm_ci([x])[0] == pytest.approx(hand_iqm(x))
+    assert all(np.isnan(v) for v in report.iqm_ci([[]]))
 
 
-def test_bootstrap_ci_contains_point_and_is_deterministic():
+def test_bootstrap_ci_is_rliables_percentile_interval():
+    """The CI is rliable's: indices drawn with numpy's global RNG (seeded with BOOT_SEED for the call, then
+    restored), np.random.choice(runs, (runs, tasks)) per replicate, percentiles 2.5 / 97.5 of the replicates' IQM.
+    Redone here by hand for one task; the old implementation (numpy Generator draws) gave other bounds."""
     x = np.array([40.0, 44.0, 48.0, 60.0, 62.0, 67.0, 30.0, 35.0, 20.0])
-    lo, hi = report.stratified_bootstrap_ci([x])
-    assert lo <= report.iqm(x) <= hi and lo < hi
-    assert report.stratified_bootstrap_ci([x]) == (lo, hi)
-    assert report.stratified_bootstrap_ci([x], seed=1) != (lo, hi)
-    # stratified over two tasks: contains the pooled IQM, deterministic, and never mixes tasks
+    np.random.seed(123)
+    before = np.random.rand()
+    np.random.seed(123)
+    point, lo, hi = report.iqm_ci([x], reps=500)
+    assert np.random.rand() == before   # the caller's global RNG stream is untouched
+    np.random.seed(report.BOOT_SEED)
+    reps = [hand_iqm(x[np.random.choice(x.size, (x.size, 1), replace=True)]) for _ in range(500)]
+    assert point == pytest.approx(hand_iqm(x))
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])))
+    assert report.iqm_ci([x], reps=500) == (point, lo, hi)            # deterministic
+    assert report.iqm_ci([x], reps=500, seed=1) != (point, lo, hi)
+    # stratified over two tasks: each replicate keeps 9 runs of each, so the pooled mean stays between the two
+    # tasks' ranges (an unstratified resample could draw all 18 runs from one task)
     tasks = [x, x + 100]
-    ci = report.stratified_bootstrap_ci(tasks)
-    assert ci[0] <= report.iqm(np.concatenate(tasks)) <= ci[1]
-    assert ci == report.stratified_bootstrap_ci(tasks)
-    # every replicate keeps 9 runs of each task, so the pooled mean stays between the two tasks' ranges
-    mlo, mhi = report.stratified_bootstrap_ci(tasks, stat="mean")
-    assert (x.min() + x.min() + 100) / 2 <= mlo <= mhi <= (x.max() + x.max() + 100) / 2
-    assert report.stratified_bootstrap_ci([[5.0]]) == (5.0, 5.0)
+    ci = report.iqm_ci(tasks)
+    assert ci[1] <= hand_iqm(np.concatenate(tasks)) <= ci[2]
+    mlo, mhi = report.mean_ci(x)
+    assert x.min() <= mlo < x.mean() < mhi <= x.max()
+    assert report.iqm_ci([[5.0]]) == (5.0, 5.0, 5.0) and report.mean_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
+
+
+def test_probability_of_improvement_hand_computed():
+    """rliable's P(X > Y): per task the share of (x, y) run pairs with x > y, ties counting half; mean over tasks."""
+    def hand(xs, ys):
+        return np.mean([np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]) for x, y in zip(xs, ys)])
+
+    x = np.array([40.0, 44.0, 48.0, 60.0, 62.0, 67.0, 30.0, 35.0, 20.0])
+    y = x + 5   # 31.5 of the 81 pairs: 30 wins, 3 ties (35, 40 and 67 are in both)
+    p, lo, hi = report.probability_of_improvement([x], [y])
+    assert p == pytest.approx(31.5 / 81) == pytest.approx(hand([x], [y]))
+    assert lo < p < hi
+    # the complement: P(Y > X) = 1 - P(X > Y)
+    assert report.probability_of_improvement([y], [x])[0] == pytest.approx(1 - p)
+    # two tasks, different numbers of runs per task and per algorithm: the tasks weigh the same
+    a, b = np.array([10.0, 20.0, 30.0, 40.0]), np.array([15.0, 50.0])
+    p2 = report.probability_of_improvement([x, a], [y, b])[0]
+    assert p2 == pytest.approx(hand([x, a], [y, b])) == pytest.approx((31.5 / 81 + 3 / 8) / 2)
+    # separated: X always better, in every resample too
+    assert report.probability_of_improvement([[5.0, 6.0, 7.0]], [[1.0, 2.0, 3.0]]) == (1.0, 1.0, 1.0)
+    assert report.probability_of_improvement([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0]])[0] == 0.5   # equal runs: 0.5
+    assert np.isnan(report.probability_of_improvement([x, []], [y, b])[0])   # a task without runs of X
 
 
 def test_performance_profile_hand_computed():
@@ -279,6 +313,37 @@ def test_results_table_values(built):
     assert cell(t, rows[("dql", "best")], "paper").startswith("90.5")
     assert cell(t, rows[("dql", "best")], "Δ vs paper") == f"\u2212{90.5 - dql_mean:.1f}"
     assert cell(t, rows[("edp", "best")], "paper") == "" and cell(t, rows[("edp", "best")], "Δ vs paper") == ""
+    # best configurations: dql [60, 62, 67] against edp [55, 58, 50]: every run pair and every resample favours dql
+    poi = table(c, "Probability of improvement")
+    assert poi["rows"] == [["dql", "edp", "1", "3 / 3", "1.00 [1.00, 1.00]"]]
+
+
+def test_probability_of_improvement_table(tmp_path):
+    """One table per report: every pair of algorithms on the benchmarks both ran (best configuration each), the
+    likelier better one first (its CI the complement of the other order's), too few runs or no common benchmark
+    said in the cell."""
+    runs = {("aaa", "b1"): [1.0, 2.0, 3.0], ("bbb", "b1"): [2.0, 3.0, 4.0], ("ccc", "b1"): [9.0, 9.5],
+            ("aaa", "b2"): [10.0, 20.0, 30.0, 40.0], ("bbb", "b2"): [25.0, 35.0, 45.0], ("ddd", "b3"): [1.0, 2.0, 3.0]}
+    rows = [{"sweep": "pairs", "trial_id": f"{algo}-{bench}", "algorithm": algo, "dataset": f"generated:{bench}",
+             "env": "", "seed": seed, "step": 100, "eval/normalized_score": score, "status": "TERMINATED"}
+            for (algo, bench), scores in runs.items() for seed, score in enumerate(scores)]
+    d = tmp_path / "pairs"
+    d.mkdir()
+    pd.DataFrame(rows).to_parquet(d / "metrics.parquet", index=False)
+    c = parse(report.build_report([str(d)], str(tmp_path / "out")))
+    poi = table(c, "Probability of improvement")
+    assert [r[:4] for r in poi["rows"]] == [
+        ["bbb", "aaa", "2", "6 / 7"],          # bbb first: it is the likelier better one
+        ["aaa", "ccc", "1", "3 / 2"], ["aaa", "ddd", "0", "—"], ["bbb", "ccc", "1", "3 / 2"],
+        ["bbb", "ddd", "0", "—"], ["ccc", "ddd", "0", "—"]]
+    # b1: bbb beats aaa in 6 of 9 pairs and ties 2 -> 7/9; b2: 9 of 12 -> 3/4; averaged over the two benchmarks
+    p, lo, hi = map(float, re.match(r"^([\d.]+) \[([\d.]+), ([\d.]+)\]$", poi["rows"][0][4]).groups())
+    assert p == pytest.approx((7 / 9 + 3 / 4) / 2, abs=0.005)
+    _, lo_ab, hi_ab = report.probability_of_improvement([runs[("aaa", "b1")], runs[("aaa", "b2")]],
+                                                        [runs[("bbb", "b1")], runs[("bbb", "b2")]])
+    assert (lo, hi) == (round(1 - hi_ab, 2), round(1 - lo_ab, 2)) and lo < p < hi
+    assert poi["rows"][1][4] == "— (needs ≥ 3 runs of each per benchmark)"
+    assert poi["rows"][2][4] == "— (no benchmark in common)"
 
 
 def test_best_config_importances_cost_failures_metadata(built):

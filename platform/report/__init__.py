@@ -7,8 +7,9 @@ it is picked up).  Several results are compared in one report.  The report holds
 
 * the budget actually run (steps, seeds, evaluation episodes), stated at the top;
 * per benchmark (dataset/env): final normalized score per algorithm, mean +- std over seeds and the
-  IQM with a 95% stratified-bootstrap CI (rliable's method, 2000 seeded resamples), next to the
-  paper's published number (the paper's table, cited below) where the task matches;
+  IQM with a 95% stratified-bootstrap CI (computed by rliable, 2000 seeded resamples), next to the
+  paper's published number (the paper's table, cited below) where the task matches; rliable's
+  probability of improvement for every pair of algorithms, and its performance profiles across benchmarks;
 * learning curves (mean over seeds, 95% bootstrap band), sensitivity plots for every searched
   parameter, Optuna parameter importances and the best configuration per study;
 * rollout videos (GIFs) of each study's best policy, when made with ``--videos`` (see ``platform.report.videos``);
@@ -21,6 +22,7 @@ same content with the figures as relative files; figures are also written as SVG
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import re
@@ -39,9 +41,9 @@ from platform.report.papers import paper_budget, paper_reference
 from platform.report.toy import toy_section
 from platform.report.stats import (BOOT_SEED, LAST_K, METRIC, MIN_RUNS_BAND, MIN_RUNS_IQM, N_BOOT, PROTOCOLS,
                                    ReportError, Trial, _normalize,
-                                   best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm, load_results,
-                                   pareto_front,
-                                   param_importances, parquet_path, score_profile, stratified_bootstrap_ci, trials,
+                                   best_trial, final_metric, final_scores, fmt_param, fmt_params, iqm_ci, load_results,
+                                   mean_ci, pareto_front,
+                                   param_importances, parquet_path, probability_of_improvement, score_profile, trials,
                                    varying_params)
 
 
@@ -52,8 +54,9 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
     doc.h(2, "Results")
     doc.p(f"Score = `eval/normalized_score` (0..100), protocol `{protocol}`: {PROTOCOLS[protocol].format(k=LAST_K)}. "
           "The papers' columns say which protocol each paper used. A run is one seed of one "
-          "trial. mean ± sample std (ddof=1) over runs; IQM = interquartile mean over runs (rliable convention, "
-          f"trim 25% each end) with a 95% percentile bootstrap CI ({N_BOOT} resamples, seed {BOOT_SEED}), shown "
+          "trial. mean ± sample std (ddof=1) over runs; IQM = interquartile mean over runs (trim 25% each end) with "
+          f"a 95% percentile stratified-bootstrap CI ({N_BOOT} resamples, numpy seed {BOOT_SEED}), both computed by "
+          "rliable (`metrics.aggregate_iqm`, `library.get_interval_estimates`), shown "
           f"from {MIN_RUNS_IQM} runs on (e.g. {MIN_RUNS_IQM} seeds); curves get bootstrap bands from "
           f"{MIN_RUNS_BAND} seeds on. "
           "\"best config\" is the trial with the highest mean final score among those that ran the full budget; "
@@ -107,7 +110,47 @@ def _results_section(doc: Doc, by_bench: dict[str, list[Trial]], protocol: str =
               "within each benchmark). Only comparable between algorithms that cover the same benchmarks.")
         doc.table(Table(["algorithm", "benchmarks", "runs", "mean ± std", "IQM [95% CI]", "benchmarks used"], rows,
                         caption="Aggregate over benchmarks"))
+    _improvement_table(doc, best_by_bench)
     return best_by_bench
+
+
+def _improvement_table(doc: Doc, best_by_bench: dict[str, dict[str, Trial]]) -> None:
+    """rliable's probability of improvement for every pair of algorithms, on the benchmarks both ran (best
+    configuration per benchmark); one table per report, each pair once with the likelier better one first."""
+    algos = sorted({a for best in best_by_bench.values() for a, t in best.items() if t.scores.size})
+    if len(algos) < 2:
+        return
+    rows = []
+    for x, y in itertools.combinations(algos, 2):
+        benches = [b for b, best in best_by_bench.items()
+                   if x in best and y in best and best[x].scores.size and best[y].scores.size]
+        if not benches:
+            rows.append((-1.0, [x, y, "0", "—", "— (no benchmark in common)"]))
+            continue
+        xs = [best_by_bench[b][x].scores for b in benches]
+        ys = [best_by_bench[b][y].scores for b in benches]
+        runs = f"{sum(a.size for a in xs)} / {sum(a.size for a in ys)}"
+        if min(a.size for a in xs + ys) < MIN_RUNS_BAND:
+            rows.append((-1.0, [x, y, str(len(benches)), runs,
+                                f"— (needs ≥ {MIN_RUNS_BAND} runs of each per benchmark)"]))
+            continue
+        p, lo, hi = probability_of_improvement(xs, ys)
+        if p < 0.5:  # the likelier better one first: P(Y > X) = 1 - P(X > Y) in every resample (ties count half)
+            x, y, p, lo, hi = y, x, 1 - p, 1 - hi, 1 - lo
+            runs = " / ".join(reversed(runs.split(" / ")))
+        rows.append((p, [x, y, str(len(benches)), runs, f"{fnum(p, 2)} [{fnum(lo, 2)}, {fnum(hi, 2)}]"]))
+    doc.h(3, "Probability of improvement")
+    doc.p("rliable's probability of improvement (`metrics.probability_of_improvement`): on each benchmark, the "
+          "probability that a run of X scores above a run of Y (ties count half: the Mann-Whitney U statistic over "
+          "n_X × n_Y pairs), averaged over the benchmarks both algorithms ran; best configuration per benchmark (selected "
+          f"on these seeds); 95% stratified-bootstrap CI from `library.get_interval_estimates` ({N_BOOT} resamples, "
+          f"numpy seed {BOOT_SEED}; runs of X and of Y resampled independently within each benchmark). Each pair once, "
+          "the algorithm more likely to be better first; a CI that reaches 0.5 does not separate the two. Computed "
+          f"from {MIN_RUNS_BAND} runs per algorithm and benchmark on; with few runs a resample holds few distinct "
+          "runs, so the CI is coarse.")
+    rows.sort(key=lambda r: (-r[0], r[1][0], r[1][1]))
+    doc.table(Table(["X", "Y", "benchmarks", "runs (X / Y)", "P(X > Y) [95% CI]"], [r for _, r in rows],
+                    caption="Probability of improvement, every pair of algorithms"))
 
 
 def _paper_default_line(ts: list[Trial], best: Trial) -> str | None:
@@ -335,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # the report's public names (tests and the sweep use them through ``platform.report``)
-__all__ = ["build_report", "main", "ReportError", "METRIC", "PROTOCOLS", "LAST_K", "iqm", "stratified_bootstrap_ci", "score_profile",
+__all__ = ["build_report", "main", "ReportError", "METRIC", "PROTOCOLS", "LAST_K", "iqm_ci", "mean_ci", "score_profile",
+           "probability_of_improvement",
            "final_scores", "trials", "best_trial", "varying_params", "load_results", "paper_reference",
            "paper_budget", "_normalize"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from platform.report.stats import MIN_RUNS_IQM, iqm, sample_std, stratified_bootstrap_ci
+from platform.report.stats import MIN_RUNS_IQM, iqm_ci, sample_std
 
 MINUS = "\u2212"             # typographic minus for signed differences ("\u221212.3")
 
@@ -197,8 +197,8 @@ def fiqm(tasks: list[np.ndarray]) -> str:
         return "—"
     if allx.size < MIN_RUNS_IQM:  # a "CI" of one or two runs says nothing: say what it would need
         return f"— ({allx.size} run{'s' * (allx.size != 1)}; needs ≥ {MIN_RUNS_IQM})"
-    lo, hi = stratified_bootstrap_ci(tasks)
-    return f"{fnum(iqm(allx))} [{fnum(lo)}, {fnum(hi)}]"
+    point, lo, hi = iqm_ci(tasks)
+    return f"{fnum(point)} [{fnum(lo)}, {fnum(hi)}]"
 
 
 def fduration(seconds: float) -> str:

@@ -8,8 +8,8 @@ import pandas as pd
 
 from platform.report.document import Figure, slug
 from platform.report.papers import Reference, paper_reference
-from platform.report.stats import (BOOT_SEED, MIN_RUNS_BAND, Trial, fmt_param, fmt_params, is_numeric, score_profile,
-                                   stratified_bootstrap_ci)
+from platform.report.stats import (BOOT_SEED, MIN_RUNS_BAND, Trial, fmt_param, fmt_params, is_numeric, mean_ci,
+                                   score_profile)
 
 MAX_TRIAL_LINES = 8          # above this, per-trial curves are drawn thin and only the best is labelled
 
@@ -44,14 +44,13 @@ class Plots:
 
 
 def curve_with_band(df: pd.DataFrame, trial_key: str) -> pd.DataFrame:
-    """Per evaluation step of one trial: mean over seeds and a 95% bootstrap band of that mean."""
+    """Per evaluation step of one trial: mean over seeds and a 95% bootstrap band of that mean (rliable's)."""
     ev = df[(df["_trial"] == trial_key) & df["score"].notna()]
     rows = []
     for k, (step, g) in enumerate(ev.groupby("step", sort=True)):
         x = g["score"].to_numpy(dtype=np.float64)
         # a band from one or two seeds would be a resample of themselves: none below MIN_RUNS_BAND
-        lo, hi = (stratified_bootstrap_ci([x], stat="mean", seed=BOOT_SEED + k) if x.size >= MIN_RUNS_BAND
-                  else (float("nan"), float("nan")))
+        lo, hi = mean_ci(x, seed=BOOT_SEED + k) if x.size >= MIN_RUNS_BAND else (float("nan"), float("nan"))
         rows.append((step, float(x.mean()), lo, hi, x.size))
     return pd.DataFrame(rows, columns=["step", "mean", "lo", "hi", "n"])
 

@@ -1,16 +1,20 @@
-"""Statistics of a report: loading the Parquet, IQM and stratified-bootstrap CIs, the final-score
-protocols, trials and their best configuration, Optuna parameter importances."""
+"""Statistics of a report: loading the Parquet, IQM, stratified-bootstrap CIs, performance profiles and
+probability of improvement (computed by rliable), the final-score protocols, trials and their best
+configuration, Optuna parameter importances."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from rliable import library as rly
+from rliable import metrics as rlm
 
 from platform import health
 from platform.spec import REPORT_PROTOCOLS  # the study files' report.protocol: the same names
@@ -30,71 +34,129 @@ class ReportError(ValueError):
 
 
 # ============================================================================ statistics
+#
+# rliable (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice") computes the statistics:
+# metrics.aggregate_iqm, library.get_interval_estimates (stratified bootstrap, percentile CIs),
+# library.create_performance_profile and metrics.probability_of_improvement.  What stays here is the adaptation:
+# the report holds one array of per-run scores per task; rliable takes a (runs, tasks) matrix, or, where tasks
+# have different numbers of runs, one array per task (its StratifiedIndependentBootstrap); and rliable draws
+# its resamples from numpy's global RNG (its `random_state` argument is not used by its own index sampling), so
+# each call runs under a fixed seed that is restored afterwards: a rebuilt report has the same intervals.
 
 
-def iqm(scores: Sequence[float] | np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% of runs.
-
-    Same convention as rliable (``scipy.stats.trim_mean(x, 0.25)``): ``int(0.25 * n)`` runs are cut
-    from each end, so for n < 4 nothing is cut and the IQM is the plain mean.
-    """
-    x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
-    if x.size == 0:
-        return float("nan")
-    k = int(0.25 * x.size)
-    return float(x[k:x.size - k].mean())
+@contextmanager
+def _seeded(seed: int):
+    """numpy's global RNG seeded for one rliable call, its previous state restored after it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
-def _iqm_rows(samples: np.ndarray) -> np.ndarray:
-    """Row-wise IQM of a (reps, n) array (the vectorized form of :func:`iqm`)."""
-    k = int(0.25 * samples.shape[1])
-    s = np.sort(samples, axis=1)
-    return s[:, k:samples.shape[1] - k].mean(axis=1)
-
-
-def stratified_bootstrap_ci(tasks: Sequence[Sequence[float]], stat: str = "iqm", reps: int = N_BOOT,
-                            seed: int = BOOT_SEED, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile CI of ``stat`` over all runs, resampling runs with replacement *within* each task.
-
-    ``tasks`` is one array of per-run scores per task (rliable's stratified bootstrap); with one task
-    it is the ordinary bootstrap.  Deterministic for a given ``seed``.
-    """
+def _runs(tasks: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    """The finite scores of each task that has some, as float arrays."""
     arrays = [np.asarray(t, dtype=np.float64).ravel() for t in tasks]
     arrays = [a[np.isfinite(a)] for a in arrays]
-    arrays = [a for a in arrays if a.size]
+    return [a for a in arrays if a.size]
+
+
+def _rliable_scores(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """rliable's input for one algorithm: the (runs, tasks) matrix when every task has as many runs, else one
+    (runs_i, 1) array per task (get_interval_estimates then resamples each task's runs independently)."""
+    if len({a.size for a in arrays}) == 1:
+        return np.stack(arrays, axis=1)
+    return [a[:, None] for a in arrays]
+
+
+def _pooled_iqm(*scores: np.ndarray) -> np.ndarray:
+    """rliable's aggregate IQM over every run of every task: called with the matrix or with one array per task."""
+    return np.array([rlm.aggregate_iqm(np.concatenate([s.ravel() for s in scores]))])
+
+
+def _pooled_mean(*scores: np.ndarray) -> np.ndarray:
+    """The mean over every run (rliable's aggregate_mean of one task; the learning curves' band)."""
+    return np.array([rlm.aggregate_mean(np.concatenate([s.ravel() for s in scores])[:, None])])
+
+
+def _interval(arrays: list[np.ndarray], func, reps: int, seed: int, alpha: float) -> tuple[float, float, float]:
+    """(point, lo, hi) of ``func`` with rliable's stratified-bootstrap percentile CI."""
+    with _seeded(seed):
+        point, ci = rly.get_interval_estimates({"x": _rliable_scores(arrays)}, func, method="percentile", reps=reps,
+                                               confidence_interval_size=1 - alpha)
+    return float(np.ravel(point["x"])[0]), float(np.ravel(ci["x"])[0]), float(np.ravel(ci["x"])[1])
+
+
+def iqm_ci(tasks: Sequence[Sequence[float]], reps: int = N_BOOT, seed: int = BOOT_SEED,
+           alpha: float = 0.05) -> tuple[float, float, float]:
+    """IQM over all runs of all tasks (rliable's ``metrics.aggregate_iqm``: ``scipy.stats.trim_mean(x, 0.25)``,
+    ``int(0.25 * n)`` runs cut from each end, so below 4 runs the plain mean) and its percentile CI from rliable's
+    stratified bootstrap (runs resampled within each task).  ``tasks``: one array of per-run scores per task.
+    Returns ``(iqm, lo, hi)``; nan without runs."""
+    arrays = _runs(tasks)
+    if not arrays:
+        return float("nan"), float("nan"), float("nan")
+    return _interval(arrays, _pooled_iqm, reps, seed, alpha)
+
+
+def mean_ci(runs: Sequence[float], reps: int = N_BOOT, seed: int = BOOT_SEED,
+            alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of one task's runs (rliable's bootstrap, one stratum)."""
+    arrays = _runs([runs])
     if not arrays:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    # Resample each task's runs separately, then pool them: each replicate keeps the task mix fixed.
-    samples = np.concatenate([a[rng.integers(0, a.size, size=(reps, a.size))] for a in arrays], axis=1)
-    values = _iqm_rows(samples) if stat == "iqm" else samples.mean(axis=1)
-    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    return _interval(arrays, _pooled_mean, reps, seed, alpha)[1:]
 
 
 def score_profile(tasks: Sequence[Sequence[float]], taus: np.ndarray, reps: int = N_BOOT, seed: int = BOOT_SEED,
                   alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rliable's performance profile (run-score distribution): for each threshold ``tau``, the fraction of runs
-    scoring above it, each task weighing the same (rliable's ``mean(scores > tau)`` over a runs x tasks array),
-    with a stratified-bootstrap percentile band (runs resampled within each task).
+    scoring above it, with a stratified-bootstrap percentile band; ``library.create_performance_profile``.
 
+    Tasks with different numbers of runs go through ``get_interval_estimates`` with one array per task and the
+    mean over tasks of rliable's ``score_distributions`` (each task weighing the same, as the matrix form does).
     ``tasks``: one array of per-run scores per task; ``taus (T,)``.  Returns ``(fraction, lo, hi)``, each ``(T,)``.
     """
-    arrays = [np.asarray(t, dtype=np.float64).ravel() for t in tasks]
-    arrays = [a[np.isfinite(a)] for a in arrays if np.isfinite(a).any()]
+    arrays = _runs(tasks)
     taus = np.asarray(taus, dtype=np.float64)
     if not arrays:
         nan = np.full(taus.shape, np.nan)
         return nan, nan, nan
-    point = np.mean([(a[:, None] > taus[None, :]).mean(axis=0) for a in arrays], axis=0)
-    rng = np.random.default_rng(seed)
-    boot = np.zeros((reps, taus.size))
-    for a in arrays:  # (reps, n) resampled runs of this task -> (reps, T) fractions above each tau
-        sample = a[rng.integers(0, a.size, size=(reps, a.size))]
-        boot += (sample[:, :, None] > taus[None, None, :]).mean(axis=1)
-    boot /= len(arrays)
-    lo, hi = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
-    return point, lo, hi
+    scores = _rliable_scores(arrays)
+    with _seeded(seed):
+        if isinstance(scores, np.ndarray):
+            point, ci = rly.create_performance_profile({"x": scores}, taus, reps=reps,
+                                                       confidence_interval_size=1 - alpha)
+        else:
+            point, ci = rly.get_interval_estimates(
+                {"x": scores}, lambda *per_task: np.mean([rly.score_distributions(s, taus) for s in per_task], axis=0),
+                reps=reps, confidence_interval_size=1 - alpha)
+    return np.asarray(point["x"], dtype=np.float64), ci["x"][0], ci["x"][1]
+
+
+def probability_of_improvement(x_tasks: Sequence[Sequence[float]], y_tasks: Sequence[Sequence[float]],
+                               reps: int = N_BOOT, seed: int = BOOT_SEED,
+                               alpha: float = 0.05) -> tuple[float, float, float]:
+    """P(X > Y): rliable's ``metrics.probability_of_improvement`` (per task, the probability that a run of X
+    scores above a run of Y, ties counting half (Mann-Whitney U / (n_x n_y)); averaged over tasks) with its
+    stratified-bootstrap percentile CI (``get_interval_estimates`` on the pair: runs of X and of Y resampled
+    independently within each task).  ``x_tasks[i]`` and ``y_tasks[i]`` are the runs of X and Y on task i.
+    Returns ``(p, lo, hi)``; nan if a task has no run of X or of Y."""
+    xs, ys = _runs(x_tasks), _runs(y_tasks)
+    if len(xs) != len(x_tasks) or len(ys) != len(y_tasks) or len(xs) != len(ys) or not xs:
+        return float("nan"), float("nan"), float("nan")
+    sx, sy = _rliable_scores(xs), _rliable_scores(ys)
+    if isinstance(sx, np.ndarray) and isinstance(sy, np.ndarray):  # rliable's own form: one matrix per algorithm
+        pair, func = [sx, sy], rlm.probability_of_improvement
+    else:  # different numbers of runs between tasks: one array per task of each, the same average over tasks
+        k = len(xs)
+        pair = [x[:, None] for x in xs] + [y[:, None] for y in ys]
+        def func(*a):
+            return np.mean([rlm.probability_of_improvement(a[i], a[k + i]) for i in range(k)])
+    with _seeded(seed):
+        point, ci = rly.get_interval_estimates({"x": pair}, func, reps=reps, confidence_interval_size=1 - alpha)
+    return float(np.ravel(point["x"])[0]), float(np.ravel(ci["x"])[0]), float(np.ravel(ci["x"])[1])
 
 
 def sample_std(x: np.ndarray) -> float:
