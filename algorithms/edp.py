@@ -42,9 +42,26 @@ Backbones (``backbone``; L_diff = E ||eps - eps_theta(a_k, k, s)||^2, uniform k,
   1[A > 0] for ``crr_fn: binary``), ``A = min Q(s, a) - mean_j min Q(s, a_j)``, ``a_j ~ N(a0_hat, I)``,
   10 samples; critic as ``td3``.
 
-Remaining differences from the code, none of them a knob: PyTorch's default initialization (the code:
-Flax's lecun-normal), Diffusion-QL's time embedding ([sin, cos], input order [a, t, s]; the code: [cos,
-sin], [s, a, t]), and batches drawn by the platform's sampler.  Batches: D4RL transitions.
+Checked against the code (``benchmarks/twins_edp.py``, results in ``benchmarks/results/twins_edp.md``): the same
+weights loaded into both and the random draws aligned, the denoiser, the diffusion loss, the action approximation,
+DPM-Solver at 15 calls, the TD3 and IQL critic, value and policy losses and one optimizer step agree to float32
+round-off (the CRR backbone is not in the twin).  It found two deviations, both fixed: the step's sinusoid (now
+the code's, ``time_embedding``; the platform had Diffusion-QL's [sin, cos] with frequencies 10000^(-i/7)) and
+DPM-Solver's intermediate points (now uniform in time within each step, as the code's ``singlestep_loop_fn``;
+they were at r = 1/3, 2/3 of the step's log-SNR).  Remaining differences, none of them a knob, none visible
+beyond float32 round-off:
+
+* PyTorch's default initialization (the code: Flax's lecun-normal).
+* The noise network's input order ``[a, t_emb, s]`` (the code: ``[s, a, t_emb]``): a permutation of its first
+  layer's input rows (the twin's weight mapping permutes them).
+* Schedule tables and the solver's coefficients in float64, stored as float32 (the code: float32 throughout;
+  abar differs by 5e-7 relative, the 15-call solver's actions by ~1e-4).
+* The IQL guide loss drops ``log N``'s constant ``(d/2) log(2 pi) mean(w)`` (the code's ``awr_loss`` keeps it):
+  the same gradient; the logged ``ql_loss`` / ``actor_loss`` are lower by it.
+* torch ``clip_grad_norm_`` + ``Adam`` (the code: optax ``clip_by_global_norm`` + ``adamw`` with weight decay 0;
+  torch adds 1e-6 to the norm it divides by).
+* Batches drawn by the platform's sampler; D4RL transitions (the code's ``norm_reward`` splits trajectories where
+  observations jump, the platform's ``reward_scale_from_returns`` at the dataset's episode ends).
 """
 from __future__ import annotations
 
@@ -57,7 +74,7 @@ import torch.nn.functional as F
 
 from algorithms import EnvSpec, paper_settings
 from algorithms.diffusion.dpm_solver import dpm_solver_eps_sample, dpm_solver_sample, sampler_problem
-from algorithms.diffusion.nets import NoiseMLP, mlp
+from algorithms.diffusion.nets import NoiseMLP, SinusoidalPosEmb, mlp
 from algorithms.diffusion.samplers import ddpm_sample
 from algorithms.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule
 from algorithms.common import (Algorithm, TwinQ, advantage_weights, coerce_field_types, expectile_loss,
@@ -114,6 +131,10 @@ class EDPConfig:
     lr: float = 3e-4
     """Adam learning rate of every network (code: 3e-4)."""
     hidden_dim: int = 256
+    time_embedding: str = "edp"
+    """Sinusoid of the noise network's step input (t_dim 16): "edp" (the code's ``sinusoidal_embedding``: [cos,
+    sin], frequencies 10000^(-i/8)) or "dql" (Diffusion-QL's: [sin, cos], 10000^(-i/7); the platform's EDP until
+    the equivalence twin, ``benchmarks/twins_edp.py``, found the difference)."""
     ema_decay: float = 0.995
     """Target policy: ``ema_decay * target + (1 - ema_decay) * policy`` (code: 1 - tau = 0.995)."""
     step_start_ema: int = 1000
@@ -153,6 +174,8 @@ class EDPConfig:
              "n_timesteps, sampler_steps and n_action_samples must be >= 1")
         need(self.sampler == "ddpm" or self.n_timesteps >= 2, "DPM-Solver needs n_timesteps >= 2 (or sampler: ddpm)")
         need(self.dpm_order in (1, 2, 3), f"dpm_order must be 1, 2 or 3, got {self.dpm_order}")
+        need(self.time_embedding in SinusoidalPosEmb.LAYOUTS,
+             f"time_embedding must be one of {', '.join(SinusoidalPosEmb.LAYOUTS)}, got {self.time_embedding!r}")
         if self.sampler != "ddpm":  # settings that cannot sample the model's distribution (measured: dpm_solver.py)
             problem = sampler_problem(self.sampler, self.n_timesteps, self.sampler_steps, self.dpm_order)
             need(problem is None, f"sampler {self.sampler!r} with sampler_steps={self.sampler_steps}, "
@@ -198,7 +221,7 @@ class EDP(Algorithm):
         self.act_high = torch.tensor(spec.act_high, dtype=torch.float32, device=dev)
         mid, half = (self.act_high + self.act_low) / 2, (self.act_high - self.act_low) / 2
         self.data_low, self.data_high = mid - ACTION_CLIP * half, mid + ACTION_CLIP * half
-        self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim).to(dev)
+        self.actor = NoiseMLP(spec.obs_dim, spec.act_dim, hidden=c.hidden_dim, time_layout=c.time_embedding).to(dev)
         self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)  # the target policy: initial weights
         self.schedule = DiffusionSchedule(c.n_timesteps, c.beta_schedule).to(dev)
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden_dim).to(dev)

@@ -7,10 +7,10 @@ sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``.
 * ``dpm_solver_eps_sample``: what EDP's code samples with (``diffusion/dpm_solver.py`` and
   ``nets.py`` of sail-sg/edp): DPM-Solver with *noise* prediction, singlestep, order 3
   ("DPM-Solver-fast": orders [3, 3, 3, 3, 2, 1] for 15 calls), time-uniform steps from t = 1 to
-  ``t_end`` = 1e-3 on the discrete schedule's continuous-time interpolation (``NoiseScheduleVP
-  ('discrete')``: t_n = (n + 1) / K, log alpha piecewise linear in t), the network fed the continuous
-  time ``(t - 1/K) K``, and eps clipped so that the implied x0 stays within the action bounds; the
-  final sample is not clipped.
+  ``t_end`` = 1e-3 (each step's intermediate points uniform in time too), on the discrete schedule's
+  continuous-time interpolation (``NoiseScheduleVP('discrete')``: t_n = (n + 1) / K, log alpha piecewise
+  linear in t), the network fed the continuous time ``(t - 1/K) K``, and eps clipped so that the implied x0
+  stays within the action bounds; the final sample is not clipped.
 * ``dpm_solver_sample``: DPM-Solver++(2M) (data prediction, multistep, log-SNR spacing), a named
   alternative (``sampler: dpm_solver_pp``): more accurate on narrow modes at the same cost.
 """
@@ -176,10 +176,14 @@ def dpm_solver_eps_plan(alphas_cumprod, n_steps: int = 15, order: int = 3, t_end
         s, t = point(float(s_t)), point(float(t_t))
         h = t["lam"] - s["lam"]
         step = {"order": o, "h": h, "s": s, "t": t}
-        r1, r2 = (0.5, None) if o == 2 else (1 / 3, 2 / 3)
+        # the intermediate points split the step uniformly in *time* (the code's r_i = (lambda(t_i) - lambda_s) / h
+        # over linspace(s, t, order + 1)), not at r1 = 1/3, 2/3 (or 1/2) of its log-SNR
+        inner = [point(float(u))["lam"] for u in np.linspace(float(s_t), float(t_t), o + 1)]
         if o >= 2:
+            r1 = (inner[1] - inner[0]) / h
             step["s1"], step["r1"] = at_lambda(s["lam"] + r1 * h), r1
         if o == 3:
+            r2 = (inner[2] - inner[0]) / h
             step["s2"], step["r2"] = at_lambda(s["lam"] + r2 * h), r2
         plan.append(step)
     return plan
@@ -241,7 +245,7 @@ def dpm_solver_eps_sample(denoise_fn, schedule, shape, n_steps: int = 15, *, ord
 # ----------------------------------------------------------------------------- settings that break a sampler
 
 MIN_EPS_SOLVER_K = 20      # below it the solver stops at t = 1/K, where abar is far from 1 (0.80 at K = 5)
-MIN_EPS_SOLVER_CALLS = 10  # fewer: W1 to the data 0.12 - 0.33 (order 3, K = 1000), exact-predictor test below
+MIN_EPS_SOLVER_CALLS = 10  # fewer: W1 to the data 0.07 - 0.31 (order 3, K = 1000), exact-predictor test below
 MIN_PP_STEPS = 5           # DPM-Solver++(2M) at 3 steps: W1 0.18 at K = 1000 against 0.07 at 5
 MIN_DDIM_STEPS = 8         # DDIM at 5 of K = 100 cosine steps: W1 0.13 against 0.05 at 8
 
@@ -254,26 +258,26 @@ def sampler_problem(sampler: str, n_timesteps: int, n_steps: int, order: int = 3
 
     * ``dpm_solver`` (noise prediction, singlestep) whose *last* step is of order >= 2: that step runs from about
       t = 0.4 (abar 0.19) to t_end and its correction doubles a difference of two noise predictions that the
-      eps clip cannot bound; the sample there is not clipped.  At 5 calls (orders [3, 2]) 98% of samples left
-      [-1, 1] (max 6.95, W1 to the data 3.3); at 8, 11, 14, 17 and 20 calls 98%, 55%, 24%, 8% and 3%.
-    * ``dpm_solver`` below ``MIN_EPS_SOLVER_CALLS`` calls or at K < ``MIN_EPS_SOLVER_K``: too coarse (W1 0.12 - 0.33),
-      or it stops on a noisy step (10% out of the box at K = 5).
+      eps clip cannot bound; the sample there is not clipped.  At 5 calls (orders [3, 2]) 65% of samples left
+      [-1, 1] (max 2.97, W1 to the data 0.73); at 8, 11, 14, 17 and 20 calls 67%, 51%, 34%, 20% and 12%.
+    * ``dpm_solver`` below ``MIN_EPS_SOLVER_CALLS`` calls or at K < ``MIN_EPS_SOLVER_K``: too coarse (W1 0.07 - 0.31
+      at 3 - 9 calls), or it stops on a noisy step (11% out of the box at K = 5).
     * ``dpm_solver_pp`` below ``MIN_PP_STEPS`` steps (W1 0.18 at 3 steps).
     * ``ddim`` below ``MIN_DDIM_STEPS`` steps when K is larger (W1 0.13 at 5 steps of K = 100, cosine).
     """
     if sampler == "dpm_solver":
         if n_timesteps < MIN_EPS_SOLVER_K:
             return (f"the noise-prediction DPM-Solver needs K >= {MIN_EPS_SOLVER_K} (at K = {n_timesteps} it stops at "
-                    f"t = 1/K on a noisy step: 10% of samples out of the box at K = 5); use sampler: ddpm (the "
+                    f"t = 1/K on a noisy step: 11% of samples out of the box at K = 5); use sampler: ddpm (the "
                     f"{n_timesteps}-step chain) or dpm_solver_pp")
         if n_steps < MIN_EPS_SOLVER_CALLS:
             return (f"the noise-prediction DPM-Solver at {n_steps} calls is too coarse (below {MIN_EPS_SOLVER_CALLS}: "
-                    f"5 calls put 98% of samples out of the box); use sampler: dpm_solver_pp for few steps "
+                    f"5 calls put 65% of samples out of the box); use sampler: dpm_solver_pp for few steps "
                     f"(sampler_steps >= {MIN_PP_STEPS}), or 15 calls as the authors' code")
         last = singlestep_orders(n_steps, order)[-1]
         if last >= 2:
             return (f"the noise-prediction DPM-Solver of order {order} at {n_steps} calls ends with a step of order "
-                    f"{last} over the last large jump, which throws samples out of the box (3-98% measured); use "
+                    f"{last} over the last large jump, which throws samples out of the box (12-67% measured); use "
                     f"{n_steps - 1} or {n_steps + 1} calls (a first-order last step; 15 as the authors' code) or "
                     f"sampler: dpm_solver_pp")
     if sampler == "dpm_solver_pp" and n_steps < MIN_PP_STEPS:

@@ -8,22 +8,31 @@ import torch.nn as nn
 
 
 class SinusoidalPosEmb(nn.Module):
-    """Transformer-style sinusoidal embedding of the diffusion step: ``k (B,) -> (B, dim)`` = ``[sin, cos]``.
+    """Transformer-style sinusoidal embedding of the diffusion step: ``k (B,) -> (B, dim)``.
 
-    Frequencies ``exp(-log(10000) i / (dim/2 - 1))``, ``i = 0 .. dim/2 - 1`` (Diffusion-QL's ``helpers.py``).
+    ``layout="dql"``: ``[sin, cos]``, frequencies ``exp(-log(10000) i / (dim/2 - 1))`` (Diffusion-QL's
+    ``helpers.py``).  ``layout="edp"``: ``[cos, sin]``, frequencies ``exp(-log(10000) i / (dim/2))`` (EDP's
+    ``sinusoidal_embedding`` in ``nets.py``, guided-diffusion's); ``i = 0 .. dim/2 - 1``.  ``k`` may be fractional
+    (EDP's DPM-Solver feeds a continuous step).
     """
 
-    def __init__(self, dim: int):
+    LAYOUTS = ("dql", "edp")
+
+    def __init__(self, dim: int, layout: str = "dql"):
         super().__init__()
         if dim < 4 or dim % 2:
             raise ValueError(f"SinusoidalPosEmb needs an even dim >= 4, got {dim}")
-        self.dim = dim
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"SinusoidalPosEmb layout must be one of {', '.join(self.LAYOUTS)}, got {layout!r}")
+        self.dim, self.layout = dim, layout
 
     def forward(self, k: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        freqs = torch.exp(torch.arange(half, device=k.device, dtype=torch.float32) * (-math.log(10000) / (half - 1)))
+        denom = half if self.layout == "edp" else half - 1
+        freqs = torch.exp(torch.arange(half, device=k.device, dtype=torch.float32) * (-math.log(10000) / denom))
         arg = k.float()[:, None] * freqs[None, :]
-        return torch.cat([arg.sin(), arg.cos()], dim=-1)
+        parts = [arg.cos(), arg.sin()] if self.layout == "edp" else [arg.sin(), arg.cos()]
+        return torch.cat(parts, dim=-1)
 
 
 class _MishFunction(torch.autograd.Function):
@@ -84,13 +93,15 @@ class NoiseMLP(nn.Module):
 
     Input ``concat[x_k, t_emb(k), s]``; ``t_emb``: sinusoidal ``t_dim`` -> Linear ``2 t_dim`` -> Mish ->
     Linear ``t_dim``; then ``n_hidden`` x ``hidden`` Mish layers and a linear output (Mish = ``FastMish``).
-    ``forward(x (B, act_dim), k (B,) long, s (B, obs_dim)) -> eps (B, act_dim)``.
+    ``time_layout``: the sinusoid's layout (``SinusoidalPosEmb``: "dql" or "edp").
+    ``forward(x (B, act_dim), k (B,) long or float, s (B, obs_dim)) -> eps (B, act_dim)``.
     144,438 parameters for obs_dim 17, act_dim 6 at the defaults.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, t_dim: int = 16, n_hidden: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, t_dim: int = 16, n_hidden: int = 3,
+                 time_layout: str = "dql"):
         super().__init__()
-        self.time_mlp = nn.Sequential(SinusoidalPosEmb(t_dim), nn.Linear(t_dim, t_dim * 2), FastMish(),
+        self.time_mlp = nn.Sequential(SinusoidalPosEmb(t_dim, time_layout), nn.Linear(t_dim, t_dim * 2), FastMish(),
                                       nn.Linear(t_dim * 2, t_dim))
         layers, d = [], obs_dim + act_dim + t_dim
         for _ in range(n_hidden):
