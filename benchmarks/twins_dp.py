@@ -79,7 +79,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from algorithms import EnvSpec  # noqa: E402
-from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig  # noqa: E402
+from algorithms.common import lr_factor  # noqa: E402
+from algorithms.diffusion.samplers import ddim_timesteps  # noqa: E402
+from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig, ema_decay  # noqa: E402
 
 PUBLIC_REPO = "github.com/real-stanford/diffusion_policy"
 REQUIREMENTS = "benchmarks/requirements-twins-dp.txt"
@@ -383,7 +385,8 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     x = torch.randn(64, cfg.pred_horizon, ACT_DIM, generator=g)
     k = torch.randint(0, cfg.n_timesteps, (64,), generator=g)
     nobs = torch.rand(64, cfg.obs_horizon, OBS_DIM, generator=g) * 2 - 1
-    policy.model.eval(), algo.model.eval()
+    policy.model.eval()
+    algo.model.eval()
     with torch.no_grad():
         out_pub = (policy.model(x, k, global_cond=nobs.reshape(64, -1)) if backbone == "cnn"
                    else policy.model(x, k, nobs))
@@ -391,14 +394,10 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     rows.append(row(backbone, "(a) denoiser output (64 fixed inputs)", max_diff(out_ours, out_pub), max_abs(out_pub),
                     REL_OUT, rel=True))
 
-    # ---- (c) the lr schedule over the whole budget
+    # ---- (e), (c) the EMA decay and lr schedules over the whole budget
     grid = sorted(set(range(0, cfg.max_steps + 1, 997)) | {0, 1, cfg.lr_warmup_steps - 1, cfg.lr_warmup_steps,
                                                             cfg.lr_warmup_steps + 1, cfg.max_steps})
-    from algorithms.common import lr_factor
-
     lam = lr_scheduler.lr_lambdas[0]
-    from algorithms.diffusion_policy import ema_decay
-
     rows.append(row(backbone, f"(e) EMA decay schedule, {len(grid)} steps in [0, {cfg.max_steps}]",
                     max(abs(ema.get_decay(n) - ema_decay(n, cfg.ema_power, cfg.ema_inv_gamma, cfg.ema_min, cfg.ema_max,
                                                          cfg.ema_update_after_step)) for n in grid), tol=EXACT))
@@ -464,13 +463,14 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
     # the decay the platform's update applied, read back from its EMA (least squares over every weight):
     # E' = d E + (1 - d) W  =>  1 - d = <E' - E, W - E> / |W - E|^2
     num = den = 0.0
-    for e0, e1, w in zip(ema_before, algo.ema_model.parameters(), algo.model.parameters()):
-        num += float(((e1 - e0).double() * (w - e0).double()).sum())
-        den += float(((w - e0).double() ** 2).sum())
+    with torch.no_grad():
+        for e0, e1, w in zip(ema_before, algo.ema_model.parameters(), algo.model.parameters()):
+            num += float(((e1 - e0).double() * (w - e0).double()).sum())
+            den += float(((w - e0).double() ** 2).sum())
     decay_ours = 1.0 - num / den
     rows.append(row(backbone, f"(e) EMA decay the update applied at step {STEP} (read back from the EMA weights)",
                     abs(decay_ours - ema.decay), tol=TABLE,
-                    note=f"public {ema.decay:.9f}, platform {decay_ours:.9f}"))
+                    note=f"public {ema.decay:.9f}, platform {decay_ours:.9f} (float32 holds a decay near 1 to 6e-8)"))
     # the platform's AdamW on the public's gradients, from the same state: isolates the optimizer
     with torch.no_grad():
         for n, p in ours_params.items():
@@ -532,8 +532,6 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
         ddim_pub = ddim_policy.predict_action({"obs": obs})["action_pred"]
     ddim.set_timesteps(n_ddim)
     ts_pub = [int(v) for v in ddim.timesteps]
-    from algorithms.diffusion.samplers import ddim_timesteps
-
     ts_ours = ddim_timesteps(cfg.n_timesteps, n_ddim)
     facts["ddim_timesteps"] = {"public (diffusers DDIMScheduler)": ts_pub, "platform": ts_ours}
     torch.manual_seed(SEED + 5)
