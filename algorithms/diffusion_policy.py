@@ -18,18 +18,18 @@ public code for the Push-T low-dim task (``conditional_unet1d.py``, ``transforme
 * AdamW, cosine learning rate with linear warm-up, EMA of the weights (power 0.75, max 0.9999),
   and the EMA network is the one that acts.
 
-Deviations from the public code are named config fields, off by default.  Known differences that
-are not switches: ``sampler="ddim"`` uses the shared core's timesteps (``linspace(K-1, 0, n)``) where
-diffusers' DDIMScheduler uses ``0, K//n, 2K//n, ...`` (8 steps: 99, 85, 71, 57, 42, 28, 14, 0 against
-84, 72, ..., 12, 0; the chunks then differ by about 1 in normalized units, while on diffusers' timesteps
-the DDIM update matches it to 2e-6); the schedule tables are computed in float64 where diffusers keeps
-them in float32, so the 100-step DDPM chain from the same noise differs from the public one by about
-3e-5 in normalized units (5e-7 once diffusers' tables are float64 too: the gap is their float32
-rounding, which the first steps amplify by up to ``1 / sqrt(abar_99)``, about 2000); the cosine learning rate stays at 0 past ``max_steps`` (diffusers' would
-rise again); batches are drawn with replacement (the public code shuffles epochs:
-``SequenceSampler.epoch`` does that).  Everything else (networks, loss, AdamW groups, learning rate,
-EMA, DDPM sampling) matches the public code at float32 round-off: ``benchmarks/twins_dp.py``, results
-in ``benchmarks/results/twins_dp.md``.  No Ray in here.
+Deviations from the public code are named config fields, off by default. Known differences that are not
+switches: ``sampler="ddim"`` uses the shared core's timesteps (``linspace(K-1, 0, n)``) where diffusers'
+DDIMScheduler uses ``0, K//n, 2K//n, ...`` (8 steps: 99, 85, 71, 57, 42, 28, 14, 0 against 84, 72, ...,
+12, 0; the chunks then differ by up to 1.7 in normalized units, while on diffusers' timesteps the DDIM
+update matches it to 2e-6); the schedule tables are computed in float64 where diffusers keeps them in
+float32, so the 100-step DDPM chain from the same noise differs from the public one by about 3e-5 in
+normalized units (7e-7 once diffusers' tables are float64 too: the gap is their float32 rounding, which
+the first steps amplify by up to ``1 / sqrt(abar_99)``, about 2000); the cosine learning rate stays at 0
+past ``max_steps`` (diffusers' would rise again); batches are drawn with replacement (the public code
+shuffles epochs: ``SequenceSampler.epoch`` does that). Everything else (networks, loss, AdamW groups,
+learning rate, EMA, DDPM sampling) matches the public code at float32 round-off:
+``benchmarks/twins_dp.py``, results in ``benchmarks/results/twins_dp.md``. No Ray in here.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ denoiser output, the loss and one AdamW step; 1e-4 relative for gradients (sums 
 round-off of ~1e-7 grows at most linearly through a chain that clips x0 to [-1, 1] every step, and a
 reference row measures the public chain's own sensitivity to one float32 rounding of its weights (~1e-6).
 The public DDPM chain as it is gets 1e-4: diffusers keeps its tables in float32, and the first steps amplify
-their rounding by up to ``1 / sqrt(abar_99)`` (about 2000; the gap is ~3e-5, and 5e-7 with float64 tables).
+their rounding by up to ``1 / sqrt(abar_99)`` (about 2000; the gap is ~3e-5, and 7e-7 with float64 tables).
 
 Writes ``twins_dp.md`` and ``twins_dp.parquet`` (one row per backbone and check: ``backbone, check, kind,
 max_abs_diff, scale, tolerance, passed``; the metadata holds the public commit, the platform commit and the
