@@ -18,17 +18,17 @@ public code for the Push-T low-dim task (``conditional_unet1d.py``, ``transforme
 * AdamW, cosine learning rate with linear warm-up, EMA of the weights (power 0.75, max 0.9999),
   and the EMA network is the one that acts.
 
-Deviations from the public code are named config fields, off by default. Known differences that are not
-switches: ``sampler="ddim"`` uses the shared core's timesteps (``linspace(K-1, 0, n)``) where diffusers'
-DDIMScheduler uses ``0, K//n, 2K//n, ...`` (8 steps: 99, 85, 71, 57, 42, 28, 14, 0 against 84, 72, ...,
-12, 0; the chunks then differ by up to 1.7 in normalized units, while on diffusers' timesteps the DDIM
-update matches it to 2e-6); the schedule tables are computed in float64 where diffusers keeps them in
+Deviations from the public code are named config fields, off by default: ``ddim_spacing="linspace"`` runs
+``sampler="ddim"`` on the platform's former timesteps ``round(linspace(K-1, 0, n))`` (8 steps: 99, 85, 71, 57,
+42, 28, 14, 0) instead of diffusers' DDIMScheduler's ``(n-1) K//n, ..., K//n, 0`` (84, 72, ..., 12, 0; the
+default ``"leading"``); from the same noise the chunks then differ by up to 1.7 in normalized units. Known
+differences that are not switches: the schedule tables are computed in float64 where diffusers keeps them in
 float32, so the 100-step DDPM chain from the same noise differs from the public one by about 3e-5 in
 normalized units (7e-7 once diffusers' tables are float64 too: the gap is their float32 rounding, which
 the first steps amplify by up to ``1 / sqrt(abar_99)``, about 2000); the cosine learning rate stays at 0
 past ``max_steps`` (diffusers' would rise again); batches are drawn with replacement (the public code
 shuffles epochs: ``SequenceSampler.epoch`` does that). Everything else (networks, loss, AdamW groups,
-learning rate, EMA, DDPM sampling) matches the public code at float32 round-off:
+learning rate, EMA, DDPM and DDIM sampling) matches the public code at float32 round-off:
 ``benchmarks/twins_dp.py``, results in ``benchmarks/results/twins_dp.md``. No Ray in here.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from algorithms import EnvSpec
 from algorithms.common import lr_factor
 from algorithms.diffusion.nets import SinusoidalPosEmb
 from algorithms.diffusion.dpm_solver import sampler_problem
-from algorithms.diffusion.samplers import ddim_sample, ddpm_sample
+from algorithms.diffusion.samplers import DDIM_SPACINGS, ddim_sample, ddpm_sample
 from algorithms.diffusion.schedules import DiffusionSchedule
 from algorithms.normalization import RangeNormalized, range_normalizer
 from algorithms.paper_scores import pusht_table
@@ -74,6 +74,9 @@ class DiffusionPolicyConfig:
     sampler: str = "ddpm"               # "ddpm" (paper's Push-T low-dim: 100-step DDPM) or "ddim"
     n_inference_steps: int = 100        # denoising steps at act(); DDPM must use n_timesteps; paper text: 8-16 DDIM
     ddim_eta: float = 0.0               # DDIM stochasticity (0: deterministic DDIM)
+    ddim_spacing: str = "leading"       # DDIM timesteps: "leading" = the authors' (diffusers DDIMScheduler:
+                                        # (n-1) K//n, ..., K//n, 0); "linspace" = the platform's rule before this
+                                        # field (round(linspace(K-1, 0, n))), which results without the field ran
     # --- CNN backbone (ConditionalUnet1D)
     down_dims: tuple[int, ...] = (256, 512, 1024)  # U-Net channel widths per level
     kernel_size: int = 5                # temporal conv kernel
@@ -140,6 +143,8 @@ class DiffusionPolicyConfig:
         problem = sampler_problem(self.sampler, self.n_timesteps, self.n_inference_steps)
         if problem is not None:
             raise ValueError(f"sampler {self.sampler!r} with n_inference_steps={self.n_inference_steps}: {problem}")
+        if self.ddim_spacing not in DDIM_SPACINGS:
+            raise ValueError(f"ddim_spacing must be one of {DDIM_SPACINGS}, got {self.ddim_spacing!r}")
         if self.ddim_eta < 0:
             raise ValueError(f"ddim_eta must be >= 0, got {self.ddim_eta}")
         if self.backbone == "cnn":
@@ -503,7 +508,8 @@ class DiffusionPolicy(RangeNormalized):
                                   device=self.device)
         else:
             naction = ddim_sample(denoise, self.schedule, shape, c.n_inference_steps, eta=c.ddim_eta,
-                                  clip=c.clip_sample, generator=generator, device=self.device)
+                                  clip=c.clip_sample, generator=generator, device=self.device,
+                                  spacing=c.ddim_spacing)
         model.train(was_training)
         if c.clip_sample is not None:  # the last DDPM step returns the clipped x0 already; DDIM's may not
             naction = naction.clamp(-c.clip_sample, c.clip_sample)

@@ -36,10 +36,10 @@ the platform side from ``DiffusionPolicyConfig``'s defaults, which a first row c
   ``DDPMScheduler`` (100 steps, squared cosine, clip_sample, epsilon) vs the platform's ``predict_chunk``/``act``
   (same torch seed: the same initial noise and per-step noises), and with ``DDIMScheduler`` as
   ``train_diffusion_unet_ddim_lowdim_workspace.yaml`` sets it (8 steps, set_alpha_to_one, steps_offset 0, eta 0)
-  vs the platform's ``sampler="ddim"``: the platform's DDIM timesteps (``linspace(K-1, 0, n)``) differ from
-  diffusers' (``0, K//n, 2K//n, ...``), a documented deviation that is measured, and the DDIM update itself is
-  checked by running the platform's sampler on diffusers' timesteps (the harness substitutes
-  ``algorithms.diffusion.samplers.ddim_timesteps`` for that one call).
+  vs the platform's ``sampler="ddim"`` with its default ``ddim_spacing="leading"`` (diffusers' timesteps
+  ``(n-1) K//n, ..., K//n, 0``; a row checks them entry by entry against ``DDIMScheduler.set_timesteps``), and,
+  measured and reported only, the named option ``ddim_spacing="linspace"`` (the platform's former rule,
+  ``round(linspace(K-1, 0, n))``).
 
 Differences are max abs differences, in normalized units for actions (the [-1, 1] space the network works
 in).  Tolerances (float32): exact (0) for copied weights, masks, optimizer settings and the lr and EMA-decay
@@ -309,22 +309,6 @@ def named_params(module) -> dict:
     return dict(module.named_parameters())
 
 
-class _Timesteps:
-    """For one call: the platform's DDIM runs on the given timesteps (``samplers.ddim_timesteps`` substituted)."""
-
-    def __init__(self, timesteps: list[int]):
-        self.timesteps = timesteps
-
-    def __enter__(self):
-        import algorithms.diffusion.samplers as samplers
-
-        self.samplers, self.orig = samplers, samplers.ddim_timesteps
-        samplers.ddim_timesteps = lambda n_timesteps, n_steps: list(self.timesteps)
-
-    def __exit__(self, *exc):
-        self.samplers.ddim_timesteps = self.orig
-
-
 def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batch: int) -> tuple[list, dict]:
     """Every check for one backbone: rows and the facts the report quotes (timesteps, lr)."""
     conf, ddim_conf = public_config(path, CONFIGS[backbone]), public_config(path, DDIM_CONFIG)
@@ -520,30 +504,40 @@ def compare_backbone(pub, backbone: str, path: str, batch_size: int, sample_batc
                     kind="reference", note="the chain's own sensitivity to one float32 rounding of the weights"))
 
     n_ddim = ddim_conf["policy"]["num_inference_steps"]
-    ddim = pub.DDIMScheduler(**scheduler_kwargs(ddim_conf))
+    ddim_kw = scheduler_kwargs(ddim_conf)
+    # the platform's DDIM returns x0_hat at t = 0 and steps between consecutive timesteps: diffusers' step with
+    # set_alpha_to_one and no offset (prev_timestep = t - K//n)
+    assert ddim_kw["set_alpha_to_one"] is True and ddim_kw["steps_offset"] == 0, ddim_kw
+    ddim = pub.DDIMScheduler(**ddim_kw)
     ddim_policy = build_public(pub, backbone, conf, scheduler=ddim, num_inference_steps=n_ddim)
     ddim_policy.load_state_dict(ema_policy.state_dict())
     ddim_policy.eval()
-    algo_ddim = DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, sampler="ddim", n_inference_steps=n_ddim),
-                                spec)
-    algo_ddim.load_state_dict(algo.policy_state_dict())
     torch.manual_seed(SEED + 5)
     with torch.no_grad():
         ddim_pub = ddim_policy.predict_action({"obs": obs})["action_pred"]
     ddim.set_timesteps(n_ddim)
     ts_pub = [int(v) for v in ddim.timesteps]
-    ts_ours = ddim_timesteps(cfg.n_timesteps, n_ddim)
-    facts["ddim_timesteps"] = {"public (diffusers DDIMScheduler)": ts_pub, "platform": ts_ours}
-    torch.manual_seed(SEED + 5)
-    ddim_ours = algo_ddim.predict_chunk(obs)
-    rows.append(row(backbone, f"(d) DDIM {n_ddim} steps as configured: platform timesteps {ts_ours} vs diffusers' "
-                    f"{ts_pub}", max_diff(na(ddim_ours), na(ddim_pub)), kind="deviation",
-                    note="documented in algorithms/diffusion_policy.py: sampler='ddim' uses linspace(K-1, 0, n)"))
-    torch.manual_seed(SEED + 5)
-    with _Timesteps(ts_pub):
-        ddim_same = algo_ddim.predict_chunk(obs)
-    rows.append(row(backbone, f"(d) DDIM {n_ddim} steps on diffusers' timesteps (harness substitutes them): "
-                    "the update rule", max_diff(na(ddim_same), na(ddim_pub)), tol=DDIM_ABS))
+    chunks, facts["ddim_timesteps"] = {}, {"public (diffusers DDIMScheduler)": ts_pub}
+    for spacing in ("leading", "linspace"):
+        option = {} if spacing == "leading" else {"ddim_spacing": spacing}  # "leading": the config's default
+        algo_ddim = DiffusionPolicy(DiffusionPolicyConfig(backbone=backbone, sampler="ddim", n_inference_steps=n_ddim,
+                                                          **option), spec)
+        assert algo_ddim.cfg.ddim_spacing == spacing, (algo_ddim.cfg.ddim_spacing, spacing)
+        algo_ddim.load_state_dict(algo.policy_state_dict())
+        facts["ddim_timesteps"][f"platform {spacing}"] = ddim_timesteps(cfg.n_timesteps, n_ddim, spacing)
+        torch.manual_seed(SEED + 5)
+        chunks[spacing] = algo_ddim.predict_chunk(obs)
+    ts_ours = facts["ddim_timesteps"]["platform leading"]
+    rows.append(row(backbone, f"(d) DDIM {n_ddim} steps: the default timesteps vs diffusers' set_timesteps "
+                    "(entries that differ)",
+                    sum(a != b for a, b in zip(ts_ours, ts_pub)) + abs(len(ts_ours) - len(ts_pub)), tol=EXACT, note=f"platform {ts_ours}, diffusers {ts_pub}"))
+    rows.append(row(backbone, f"(d) DDIM {n_ddim} steps as configured (ddim_spacing='leading', the default): chunk "
+                    "from the same noise", max_diff(na(chunks["leading"]), na(ddim_pub)), tol=DDIM_ABS))
+    ts_lin = facts["ddim_timesteps"]["platform linspace"]
+    rows.append(row(backbone, f"(d) DDIM {n_ddim} steps with the option ddim_spacing='linspace' (timesteps {ts_lin}) "
+                    "vs diffusers'", max_diff(na(chunks["linspace"]), na(ddim_pub)), kind="deviation",
+                    note="a named option, off by default (algorithms/diffusion_policy.py): the platform's DDIM "
+                         "timesteps before ddim_spacing existed"))
     facts["lr_at_step"] = {"public": lr_pub, "platform": metrics["train/lr"]}
     return rows, facts
 

@@ -158,6 +158,39 @@ def test_ddim_eta0_is_deterministic_and_eta1_is_not():
     assert ddim_timesteps(5, 16) == [4, 3, 2, 1, 0]
 
 
+# diffusers 0.11.1 DDIMScheduler.set_timesteps(n) with num_train_timesteps=K, steps_offset=0: step_ratio = K // n,
+# timesteps = (arange(n) * step_ratio)[::-1], written out by hand
+LEADING = {(100, 8): [84, 72, 60, 48, 36, 24, 12, 0],
+           (100, 16): [90, 84, 78, 72, 66, 60, 54, 48, 42, 36, 30, 24, 18, 12, 6, 0],
+           (1000, 10): [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]}
+
+
+@pytest.mark.parametrize("K,n", sorted(LEADING))
+def test_ddim_leading_timesteps_are_diffusers_and_the_sampler_runs_on_them(K, n):
+    assert ddim_timesteps(K, n, "leading") == LEADING[K, n]
+    s = DiffusionSchedule(K, "cosine")
+    seen = []
+
+    def fn(x, k):
+        seen.append(int(k[0]))
+        return mixture_eps(x, k, s)
+
+    x = ddim_sample(fn, s, (4000, 1), n, clip=1.0, generator=torch.Generator().manual_seed(0), spacing="leading")
+    assert seen == LEADING[K, n]  # one network call per timestep, in this order
+    assert torch.isfinite(x).all() and x.abs().max() <= 1.0
+    w, m_right, m_left, _, _ = mixture_stats(x)  # 8-16 steps pull the modes in a little (measured: by <= 0.051)
+    assert w == pytest.approx(0.7, abs=0.05)
+    assert m_right == pytest.approx(0.5, abs=0.08) and m_left == pytest.approx(-0.6, abs=0.08)
+
+
+def test_ddim_spacings_differ_and_unknown_ones_are_refused():
+    assert ddim_timesteps(100, 8, "linspace") == [99, 85, 71, 57, 42, 28, 14, 0]
+    assert ddim_timesteps(100, 100, "leading") == ddim_timesteps(100, 100, "linspace") == list(range(99, -1, -1))
+    assert ddim_timesteps(5, 16, "leading") == [4, 3, 2, 1, 0]  # n clamped to K
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(100, 8, "trailing")
+
+
 def test_ddpm_grad_true_reaches_the_network_through_every_step():
     """A per-step scale on the eps net: with grad=True every step's scale gets a gradient."""
     K = 5

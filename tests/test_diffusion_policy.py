@@ -35,6 +35,7 @@ def test_registered_and_paper_defaults():
     assert cnn.down_dims == (256, 512, 1024) and cnn.kernel_size == 5 and cnn.n_groups == 8
     assert cnn.n_timesteps == 100 and cnn.beta_schedule == "cosine" and cnn.clip_sample == 1.0
     assert (cnn.sampler, cnn.n_inference_steps) == ("ddpm", 100)
+    assert cnn.ddim_spacing == "leading"  # diffusers' DDIMScheduler timesteps, as the authors' DDIM config
     assert (cnn.lr, cnn.weight_decay, cnn.betas, cnn.lr_warmup_steps) == (1e-4, 1e-6, (0.95, 0.999), 500)
     assert cnn.max_steps == 210_000 and cnn.ema_power == 0.75 and cnn.ema_max == 0.9999
     tf = DiffusionPolicyConfig(backbone="transformer")
@@ -46,7 +47,8 @@ def test_registered_and_paper_defaults():
     dict(backbone="mlp"), dict(obs_horizon=2, action_horizon=16, pred_horizon=16), dict(pred_horizon=10),
     dict(sampler="ddpm", n_inference_steps=16), dict(sampler="ddim", n_inference_steps=0),
     dict(down_dims=(30, 64)), dict(backbone="transformer", n_emb=30, n_head=4), dict(beta_schedule="sigmoid"),
-    dict(clip_sample=0.0), dict(lr_schedule="step"), dict(ema_max=1.5),
+    dict(clip_sample=0.0), dict(lr_schedule="step"), dict(ema_max=1.5), dict(sampler="ddim", n_inference_steps=8,
+                                                                             ddim_spacing="trailing"),
 ])
 def test_config_rejects(bad):
     with pytest.raises(ValueError):
@@ -154,6 +156,27 @@ def test_short_training_reduces_loss_and_act(small):
     assert actions.shape == (5, 8, 2)
     lo, hi = torch.tensor(_spec().act_min), torch.tensor(_spec().act_max)
     assert torch.all(actions >= lo - 1e-3) and torch.all(actions <= hi + 1e-3)
+
+
+@pytest.mark.parametrize("spacing,expected", [
+    (None, [84, 72, 60, 48, 36, 24, 12, 0]),          # the default: diffusers' "leading" (K // n = 12)
+    ("linspace", [99, 85, 71, 57, 42, 28, 14, 0]),    # the named option: the platform's former rule
+])
+def test_ddim_acts_on_the_configured_timesteps(spacing, expected):
+    torch.manual_seed(0)
+    option = {} if spacing is None else {"ddim_spacing": spacing}
+    algo = DiffusionPolicy(DiffusionPolicyConfig(**SMALL_CNN, sampler="ddim", n_inference_steps=8, **option),
+                           _spec(), "cpu")
+    seen, eps = [], algo._eps
+
+    def recording(model, x, k, nobs):
+        seen.append(int(k[0]))
+        return eps(model, x, k, nobs)
+
+    algo._eps = recording
+    chunk = algo.predict_chunk(torch.rand(3, 2, OBS_DIM) * 512, generator=torch.Generator().manual_seed(0))
+    assert seen == expected
+    assert chunk.shape == (3, 16, ACT_DIM) and torch.isfinite(chunk).all()
 
 
 def test_update_metrics_lr_warmup_and_ema_copy():

@@ -73,13 +73,14 @@ def settings():
             for order in (1, 2, 3):
                 yield "dpm_solver", "linear_scaled", K, n, order
             yield "dpm_solver_pp", "linear_scaled", K, n, None
-            if n <= K:
-                yield "ddim", "cosine", K, n, None  # Diffusion Policy's schedule (squaredcos_cap_v2)
+            if n <= K:  # Diffusion Policy's schedule (squaredcos_cap_v2), both of its DDIM timestep rules
+                yield "ddim", "cosine", K, n, None            # ddim_spacing "leading" (diffusers', the default)
+                yield "ddim_linspace", "cosine", K, n, None   # ddim_spacing "linspace" (the named option)
 
 
 def accepted(sampler: str, K: int, n: int, order) -> bool:
     """What validation says: EDP's config for its solvers, the shared rule for Diffusion Policy's DDIM."""
-    if sampler == "ddim":
+    if sampler.startswith("ddim"):  # one threshold for both timestep rules
         return sampler_problem("ddim", K, n) is None
     try:
         EDPConfig(sampler=sampler, n_timesteps=K, sampler_steps=n, dpm_order=order or 3)
@@ -96,7 +97,8 @@ def sample(sampler: str, sched, n: int, order) -> torch.Tensor:
         return dpm_solver_eps_sample(at_t, sched, (N, 1), n, order=order, generator=g, clip=1.0)
     if sampler == "dpm_solver_pp":
         return dpm_solver_sample(at_k, sched, (N, 1), n, generator=g, clip=1.0)
-    return ddim_sample(at_k, sched, (N, 1), n, generator=g, clip=1.0)
+    return ddim_sample(at_k, sched, (N, 1), n, generator=g, clip=1.0,
+                       spacing="linspace" if sampler == "ddim_linspace" else "leading")
 
 
 def test_every_accepted_sampler_setting_stays_in_the_box_and_matches_the_data():
@@ -125,11 +127,12 @@ def test_every_accepted_sampler_setting_stays_in_the_box_and_matches_the_data():
     ("dpm_solver", 1000, 14, 2),   # order 2, even calls: last step of order 2
     ("dpm_solver", 5, 15, 3),      # K = 5: the solver stops on a noisy step
     ("dpm_solver_pp", 1000, 3, None),
-    ("ddim", 100, 5, None),
+    ("ddim_linspace", 100, 5, None),  # W1 0.13 (chain 0.012)
+    ("ddim", 100, 3, None),           # diffusers' timesteps: W1 0.16 at 3 (0.08 at 5 would pass the bound)
 ])
 def test_broken_sampler_settings_are_refused(sampler, K, n, order):
     assert not accepted(sampler, K, n, order)
-    sched = DiffusionSchedule(K, "cosine" if sampler == "ddim" else "linear_scaled")
+    sched = DiffusionSchedule(K, "cosine" if sampler.startswith("ddim") else "linear_scaled")
     x = sample(sampler, sched, n, order or 3)
     at_k, _ = predictors(sched)
     chain = w1(ddpm_sample(at_k, sched, (N, 1), clip=1.0, generator=torch.Generator().manual_seed(0)))

@@ -134,20 +134,21 @@ HAVE_PUBLIC = (os.path.isfile(os.path.join(PUBLIC_DP, "diffusion_policy", "polic
                     "diffusion_policy and diffusers installed (pip install -r benchmarks/requirements-twins-dp.txt); "
                     "neither is downloaded by the tests")
 def test_dp_twin_end_to_end(tmp_path):
-    """Both backbones, batch 16, 2 sampled observations: every check within its tolerance, the DDIM timesteps'
-    deviation real (as the algorithm's docstring says), the report files with the public commit."""
+    """Both backbones, batch 16, 2 sampled observations: every check within its tolerance (DDIM on the default timesteps,
+    diffusers'), the 'linspace' option's deviation real, the report files with the public commit."""
     res = twins_dp.main(["--public-dp", PUBLIC_DP, "--out", str(tmp_path), "--batch-size", "16",
                          "--sample-batch", "2"])
     rows = res["rows"]
     checks = [r for r in rows if r["kind"] == "check"]
-    assert len(checks) == 2 * 18 + 1  # 18 per backbone, and the transformer's attention masks
+    assert len(checks) == 2 * 19 + 1  # 19 per backbone, and the transformer's attention masks
     for r in checks:
         assert r["max_abs_diff"] <= r["tolerance"], (r["backbone"], r["check"], r["max_abs_diff"], r["tolerance"])
     assert [r["max_abs_diff"] for r in checks if r["check"] == "weights after the mapping"] == [0.0, 0.0]
     for backbone in ("cnn", "transformer"):
         dev = [r for r in rows if r["backbone"] == backbone and r["kind"] == "deviation"]
         assert len(dev) == 1 and dev[0]["max_abs_diff"] > 1e-2
-        assert res["facts"][backbone]["ddim_timesteps"]["platform"][0] == 99
+        ts = res["facts"][backbone]["ddim_timesteps"]
+        assert ts["platform leading"] == ts["public (diffusers DDIMScheduler)"] and ts["platform linspace"][0] == 99
     commit = subprocess.run(["git", "-C", PUBLIC_DP, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     df = pq.read_table(tmp_path / "twins_dp.parquet").to_pandas()
     assert len(df) == len(rows) and set(df["public_commit"]) == {commit}

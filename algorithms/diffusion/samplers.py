@@ -83,27 +83,44 @@ def ddpm_sample(denoise_fn, schedule, shape, *, clip=None, generator: torch.Gene
         return ddpm_chain(denoise_fn, schedule, noises, clip=clip)
 
 
-def ddim_timesteps(n_timesteps: int, n_steps: int) -> list[int]:
-    """``n_steps`` decreasing, evenly spaced integer timesteps from ``K-1`` to ``0`` (duplicates removed)."""
+DDIM_SPACINGS = ("leading", "linspace")
+
+
+def ddim_timesteps(n_timesteps: int, n_steps: int, spacing: str = "linspace") -> list[int]:
+    """``n_steps`` decreasing integer timesteps ending at ``0`` (``n_steps`` clamped to ``[1, K]``).
+
+    * ``"leading"``: diffusers' ``DDIMScheduler.set_timesteps`` (0.11.1, ``steps_offset=0``), what Diffusion
+      Policy's code samples with: ``r = K // n``, ``(n-1) r, ..., r, 0`` (K=100, n=8: 84, 72, ..., 12, 0); the
+      chain starts below ``K-1`` unless ``n = K``.
+    * ``"linspace"``: ``round(linspace(K-1, 0, n))`` (K=100, n=8: 99, 85, 71, ..., 14, 0), duplicates removed;
+      the platform's rule before Diffusion Policy's ``ddim_spacing`` existed.
+    """
+    if spacing not in DDIM_SPACINGS:
+        raise ValueError(f"spacing must be one of {DDIM_SPACINGS}, got {spacing!r}")
     n_steps = max(1, min(int(n_steps), int(n_timesteps)))
+    if spacing == "leading":
+        ratio = int(n_timesteps) // n_steps
+        return [j * ratio for j in reversed(range(n_steps))]
     ts = np.round(np.linspace(n_timesteps - 1, 0, n_steps)).astype(int).tolist()
     return [t for j, t in enumerate(ts) if j == 0 or t != ts[j - 1]]
 
 
 def ddim_sample(denoise_fn, schedule, shape, n_steps: int, *, eta: float = 0.0, clip=None,
                 generator: torch.Generator | None = None, device=None,
-                x_T: torch.Tensor | None = None) -> torch.Tensor:
-    """DDIM (Song et al., 2021) over ``n_steps`` evenly spaced timesteps ``K-1 = t_1 > ... > t_n = 0``; no gradients.
+                x_T: torch.Tensor | None = None, spacing: str = "linspace") -> torch.Tensor:
+    """DDIM (Song et al., 2021) over the ``n_steps`` timesteps ``t_1 > ... > t_n = 0`` of ``ddim_timesteps(K,
+    n_steps, spacing)``; no gradients.
 
     Step ``t -> t'``: ``x0_hat = clip(x0_from_eps(x, t, eps))``,
     ``x <- sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps + sigma z`` with
     ``sigma = eta sqrt((1 - abar_t') / (1 - abar_t) (1 - abar_t / abar_t'))`` (``eta = 0``: deterministic).
     The model's eps is used as is after clipping x0, as diffusers' ``DDIMScheduler`` does by default.
-    The last step (``t = 0``) returns ``x0_hat``.  Returns a tensor of ``shape``.
+    The last step (``t = 0``) returns ``x0_hat``: diffusers' ``set_alpha_to_one=True`` (abar of the step after
+    0 is 1, so sigma = 0 and ``x = x0_hat``).  Returns a tensor of ``shape``.
     """
     device = torch.device(device) if device is not None else schedule.betas.device
     abar = schedule.host["alphas_cumprod"]
-    ts = ddim_timesteps(schedule.n_timesteps, n_steps)
+    ts = ddim_timesteps(schedule.n_timesteps, n_steps, spacing)
     with torch.no_grad():
         x = _noise_like(shape, device, torch.float32, generator) if x_T is None else x_T.to(device)
         batch = shape[0]
