@@ -52,6 +52,15 @@ action approximation (x0 multiplies the eps error by ``sqrt(1/abar - 1)``, up to
 
 Writes ``twins_edp.md`` and ``twins_edp.parquet`` (one row per check: backbone, check, max_abs_diff, tolerance,
 passed; the public and platform commits and the package versions in the file's metadata) under ``--out``.
+
+**Learning twin** (``--learning`` or ``--learning-only``; ``edp_learning_twin``): EDP with the TD3 backbone trained
+by the code's own ``DiffusionQL.train`` (batches drawn as its ``RandSampler`` draws them, with replacement, from
+the platform's loaded transitions, actions clipped at 0.999) and by the platform's ``SeedRun``, each side from its
+own initialization, per seed of ``--learning-seeds`` (default 0 1 2) to each of ``--learning-eval-steps`` (2500
+5000); both evaluated by the platform's ``run_episodes`` (env seeds ``--eval-seed``.., ``--eval-episodes``), the
+code acting as its ``dpmensemble_act`` (``PublicEDPPolicy``).  Writes ``twins_edp_learning.{md,parquet}``: per
+step both means, the 95% bootstrap CI of the difference (``benchmarks.twins.bootstrap_diff_ci``), the diffusion
+losses and each side's training steps/s.
 """
 from __future__ import annotations
 
@@ -740,6 +749,181 @@ def edp_twin(args) -> dict:
     return {"rows": rows, "meta": meta, "info": info}
 
 
+# ----------------------------------------------------------------------------- the learning twin (TD3 backbone)
+
+
+class PublicEDPPolicy:
+    """The code's agent behind the platform's policy contract, ``act(obs (B, 1, obs_dim)) -> (B, 1, act_dim)``.
+
+    Its evaluation's ``dpmensemble_act`` (``diffusion/trainer.py``'s ``SamplerPolicy``, not importable: that
+    module imports d4rl): 50 candidates per state from the *online* policy's DPM-Solver, one drawn by
+    ``jax.random.categorical`` over min(Q1, Q2) of the online critics, the same key for both draws; the code
+    runs one state at a time, this takes one categorical per state of the batch.  The key comes from torch's
+    generator, which ``run_episodes`` seeds per batch of episodes.
+    """
+
+    obs_horizon = 1
+
+    def __init__(self, agent, n_samples: int = 50):
+        import jax
+        import jax.numpy as jnp
+
+        self.agent = agent
+        policy, qf = agent.policy, agent.qf
+
+        def act(params, rng, obs):
+            actions = policy.apply(params["policy"], rng, obs, False, repeat=n_samples, method=policy.dpm_sample)
+            q = jnp.minimum(qf.apply(params["qf1"], obs, actions), qf.apply(params["qf2"], obs, actions))
+            idx = jax.random.categorical(rng, q)                                   # (B,)
+            return jnp.take_along_axis(actions, idx[:, None, None], axis=1)[:, 0]
+
+        self._act, self._key = jax.jit(act), jax.random.PRNGKey
+
+    def reset(self, n_envs: int) -> None:
+        pass
+
+    def act(self, obs) -> torch.Tensor:
+        s = np.asarray(torch.as_tensor(obs)[:, -1], dtype=np.float32)
+        key = self._key(int(torch.randint(0, 2 ** 31 - 1, ())))
+        return torch.as_tensor(np.asarray(self._act(self.agent.train_params, key, s))).unsqueeze(1)
+
+
+def learning_seed(pub, seed: int, cfg, spec, data, args) -> list[dict]:
+    """One seed of both sides, trained to each evaluation step in turn; one row per side and step."""
+    import jax.numpy as jnp
+
+    from benchmarks.twins import evaluate
+    from platform.training import SeedRun
+
+    run = SeedRun(seed, types.SimpleNamespace(algorithm="edp"), cfg, spec, data, torch.device("cpu"))
+    evaluator = EDP_build(cfg, spec)
+    agent = make_public_agent(pub, "td3", spec.obs_dim, spec.act_dim, float(spec.act_high[0]), cfg.grad_norm, cfg,
+                              seed)
+    policy = PublicEDPPolicy(agent)
+    # the code's batches: RandSampler (np.random.randint over the transitions), actions clipped at 0.999
+    full = {k: np.asarray(getattr(data, k)) for k in ("observations", "actions", "rewards", "next_observations",
+                                                      "terminals")}
+    full["actions"] = np.clip(full["actions"], -0.999, 0.999)
+    rand = np.random.RandomState(seed)
+    rows, done = [], 0
+    for target in sorted(set(args.learning_eval_steps)):
+        n = target - done
+        tick, cpu, seg = time.perf_counter(), time.process_time(), []
+        for _ in range(n):
+            idx = rand.randint(len(full["observations"]), size=args.batch_size)
+            m = agent.train({"observations": jnp.asarray(full["observations"][idx]),
+                             "actions": jnp.asarray(full["actions"][idx]), "rewards": jnp.asarray(full["rewards"][idx]),
+                             "next_observations": jnp.asarray(full["next_observations"][idx]),
+                             "dones": jnp.asarray(full["terminals"][idx].astype(np.float32))})
+            seg.append((m["diff_loss"], m["qf_loss"]))          # device values: no sync per step
+        seg = np.asarray(seg, dtype=np.float64)                  # means over the segment, as SeedRun's metrics
+        pub_losses = {"bc_loss": float(seg[:, 0].mean()), "critic_loss": float(seg[:, 1].mean())}
+        pub_t = (time.perf_counter() - tick, time.process_time() - cpu)
+        tick, cpu = time.perf_counter(), time.process_time()
+        for st in range(done + 1, target + 1):
+            run.step(args.batch_size, st)
+        ours = {k.removeprefix("train/"): v for k, v in run.train_metrics().items()}
+        our_t = (time.perf_counter() - tick, time.process_time() - cpu)
+        done = target
+        evaluator.load_state_dict(run.algo.policy_state_dict())
+        for side, pol, losses, (train_s, train_cpu) in (("public", policy, pub_losses, pub_t),
+                                                        ("platform", evaluator, ours, our_t)):
+            metrics, eval_s, eval_cpu = evaluate(pol, data.env_id, data, args.eval_episodes, args.eval_seed)
+            rows.append({"side": side, "seed": seed, "step": target, "score": metrics["eval/normalized_score"],
+                         "return_mean": metrics["eval/return_mean"], "length_mean": metrics["eval/length_mean"],
+                         "bc_loss": float(losses.get("bc_loss", float("nan"))),
+                         "critic_loss": float(losses.get("critic_loss", float("nan"))), "segment_steps": n,
+                         "train_s": train_s, "train_cpu_s": train_cpu, "eval_s": eval_s, "eval_cpu_s": eval_cpu})
+            print(f"[twins_edp] learning seed {seed} step {target} {side:8s}: score {rows[-1]['score']:6.1f}  "
+                  f"bc {rows[-1]['bc_loss']:.4f}  train {n / train_s:.1f} steps/s  eval {eval_s:.0f} s", flush=True)
+    return rows
+
+
+def EDP_build(cfg, spec):
+    import algorithms
+
+    return algorithms.build("edp", cfg, spec, "cpu")
+
+
+def edp_learning_twin(args) -> dict:
+    """EDP (TD3 backbone) trained by the code's own ``DiffusionQL.train`` and by the platform's ``SeedRun`` on the
+    same data and settings, both evaluated by the platform's ``run_episodes``; ``twins_edp_learning.{md,parquet}``."""
+    why = jax_missing()
+    if why:
+        print(f"[twins_edp] learning twin skipped: {why}", flush=True)
+        return {}
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    import algorithms
+    from benchmarks.suite import load_1m
+    from benchmarks.twins import bootstrap_diff_ci, contains_zero
+    from platform.datasets import load_dataset
+
+    t0, load_start = time.perf_counter(), load_1m()
+    torch.set_num_threads(args.threads)
+    pub = import_public_edp(args.public_edp)
+    data = load_dataset(args.dataset)
+    spec = data.env_spec()
+    resolved, _ = algorithms.resolve_params("edp", args.dataset, {"backbone": "td3"})
+    cfg = algorithms.build_config("edp", resolved)
+    rows = []
+    for seed in args.learning_seeds:
+        rows += learning_seed(pub, seed, cfg, spec, data, args)
+    summary = []
+    for step in sorted(set(args.learning_eval_steps)):
+        pub_s = [r["score"] for r in rows if r["step"] == step and r["side"] == "public"]
+        our_s = [r["score"] for r in rows if r["step"] == step and r["side"] == "platform"]
+        ci = bootstrap_diff_ci(pub_s, our_s)
+        bc = {side: float(np.mean([r["bc_loss"] for r in rows if r["step"] == step and r["side"] == side]))
+              for side in ("public", "platform")}
+        summary.append({"step": step, "public": pub_s, "platform": our_s, "public_mean": float(np.mean(pub_s)),
+                        "platform_mean": float(np.mean(our_s)), "ci": ci, "contains_zero": contains_zero(ci),
+                        "bc": bc})
+    rate = {side: sum(r["segment_steps"] for r in rows if r["side"] == side)
+            / sum(r["train_s"] for r in rows if r["side"] == side) for side in ("public", "platform")}
+    meta = {"dataset": args.dataset, "env_id": data.env_id, "public_commit": git_commit(args.public_edp),
+            "platform_commit": git_commit(ROOT), "resolved": resolved, "seeds": list(args.learning_seeds),
+            "eval_steps": sorted(set(args.learning_eval_steps)), "eval_episodes": args.eval_episodes,
+            "eval_seed": args.eval_seed, "batch_size": args.batch_size, "threads": args.threads,
+            "versions": versions(), "load_1m_start": load_start, "load_1m_end": load_1m(),
+            "wall_s": time.perf_counter() - t0, "train_steps_per_s": rate,
+            "command": f"python -m benchmarks.twins_edp --public-edp PATH --learning --learning-seeds "
+                       f"{' '.join(map(str, args.learning_seeds))} --learning-eval-steps "
+                       f"{' '.join(map(str, sorted(set(args.learning_eval_steps))))} --eval-episodes "
+                       f"{args.eval_episodes}"}
+    L = [f"# EDP learning twin (TD3 backbone): the platform beside the public JAX code on {args.dataset}", "",
+         f"* public code: {PUBLIC_REPO} at `{meta['public_commit']}`, trained by its own `DiffusionQL.train` on "
+         f"batches drawn as its `RandSampler` draws them (actions clipped at 0.999), acting as its "
+         f"`dpmensemble_act` (50 DPM-Solver candidates, categorical over min Q), batched over the envs",
+         f"* platform: commit `{meta['platform_commit']}`, `SeedRun` (its sampler and training step); settings "
+         f"`{json.dumps(resolved)}` over EDPConfig's defaults for both (K 1000, DPM-Solver 15 calls, gn "
+         f"{cfg.grad_norm}); each side its own initialization",
+         f"* evaluation: `platform.evaluation.run_episodes` + `summarize`, {args.eval_episodes} episodes on "
+         f"{data.env_id}, env seeds {args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}",
+         f"* {args.threads} torch thread(s), XLA single-threaded, {os.cpu_count()} CPUs, load average (1 min) "
+         f"{load_start:.1f} at the start, {meta['load_1m_end']:.1f} at the end; wall time "
+         f"{meta['wall_s'] / 60:.0f} min; training steps/s public {rate['public']:.1f}, platform "
+         f"{rate['platform']:.1f} (same process, sides in turn)", "",
+         "| step | public | platform | difference (95% bootstrap CI) | contains 0 | diffusion loss public / platform "
+         "| per seed public / platform |", "|---:|---:|---:|---|---|---|---|"]
+    for sm in summary:
+        seeds = ", ".join(f"{a:.1f} / {b:.1f}" for a, b in zip(sm["public"], sm["platform"]))
+        L.append(f"| {sm['step']} | {sm['public_mean']:.1f} | {sm['platform_mean']:.1f} | "
+                 f"{sm['platform_mean'] - sm['public_mean']:+.1f} [{sm['ci'][0]:+.1f}, {sm['ci'][1]:+.1f}] | "
+                 f"{'yes' if sm['contains_zero'] else '**no**'} | {sm['bc']['public']:.4f} / "
+                 f"{sm['bc']['platform']:.4f} | {seeds} |")
+    L += ["", f"Rerun: `{meta['command']}`", ""]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(args.out, exist_ok=True)
+    table = pa.Table.from_pylist(rows).replace_schema_metadata({"twins_edp_learning": json.dumps(meta)})
+    pq.write_table(table, os.path.join(args.out, "twins_edp_learning.parquet"))
+    with open(os.path.join(args.out, "twins_edp_learning.md"), "w") as f:
+        f.write("\n".join(L))
+    print(f"[twins_edp] wrote {os.path.join(args.out, 'twins_edp_learning.md')}", flush=True)
+    return {"rows": rows, "summary": summary, "meta": meta}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--public-edp", required=True, help=f"a checkout of {PUBLIC_REPO}")
@@ -748,7 +932,16 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    result = edp_twin(p.parse_args(argv))
+    p.add_argument("--learning", action="store_true", help="also the learning twin (EDP TD3, both sides trained)")
+    p.add_argument("--learning-only", action="store_true", help="the learning twin alone")
+    p.add_argument("--learning-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--learning-eval-steps", type=int, nargs="+", default=[2500, 5000])
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-seed", type=int, default=100_000)
+    args = p.parse_args(argv)
+    result = {} if args.learning_only else edp_twin(args)
+    if args.learning or args.learning_only:
+        edp_learning_twin(args)
     return 0 if not result or all(r["passed"] for r in result["rows"]) else 1
 
 
