@@ -4,11 +4,13 @@ One row per (trial, seed, report point)::
 
     sweep, trial_id, algorithm, dataset, env, seed, config/<param>..., step, time_s,
     train/<metric>..., eval/return_mean, eval/return_std, eval/normalized_score,
-    eval/success_rate, eval/act_ms, ..., time/steps_per_s, time/ms_per_step, node/train, node/eval,
+    eval/success_rate, eval/act_ms, ..., time/steps_per_s, time/steps_per_cpu_s, time/ms_per_step, node/train, node/eval,
     status, error, paper_default, per_task
 
 ``config/<param>`` holds what the trial trained with: the study's values over the paper's per-task values for
-the dataset (``algorithms.resolve_params``); ``per_task`` names the params that came from the paper's table.
+the dataset (``algorithms.resolve_params``), plus the ``CHANGED_DEFAULTS`` fields at the config's default when the
+study leaves them out (a row without one ran before it existed: ``read_results`` fills in the old default);
+``per_task`` names the params that came from the paper's table.
 Health columns: ``eval/action_out_of_box``, ``eval/action_excess_max``, ``train/nonfinite_losses`` and, for
 Q-learning algorithms, ``train/q_mean``.  A trial a scheduler stopped early has status ``STOPPED``.  ``paper_default`` marks the trial that ran the
 paper's setting (the algorithm's defaults for every searched parameter, run first by Optuna studies).
@@ -32,6 +34,37 @@ from platform.checkpoint import atomic_write
 from platform.spec import SweepSpec
 
 KEY = ["sweep", "trial_id", "seed", "step"]
+
+# Config fields whose default changed after results had been recorded without them: every new row records the
+# value the trial ran with (the study's, else the config's default), so a row without it ran the old default,
+# and ``read_results`` fills it in as that.  diffusion_policy.ddim_spacing: DDIM ran on round(linspace(K-1, 0, n))
+# ("linspace") until the field existed; its default is now diffusers' "leading" (algorithms/diffusion_policy.py).
+CHANGED_DEFAULTS = {"diffusion_policy": {"ddim_spacing": "linspace"}}
+
+
+def with_changed_defaults(algorithm: str, params: dict) -> dict:
+    """``params`` plus today's default of each of ``algorithm``'s ``CHANGED_DEFAULTS`` fields it does not set."""
+    names = CHANGED_DEFAULTS.get(algorithm, {})
+    if not names:
+        return params
+    fields = algorithms.config_fields(algorithm)
+    return {**{k: fields[k].default for k in names}, **params}
+
+
+def fill_changed_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows recorded before a ``CHANGED_DEFAULTS`` field existed (column missing or empty) get its old default."""
+    if "algorithm" not in df.columns:
+        return df
+    for algorithm, old in CHANGED_DEFAULTS.items():
+        rows = df["algorithm"] == algorithm
+        if not rows.any():
+            continue
+        for k, value in old.items():
+            col = f"config/{k}"
+            if col not in df.columns:
+                df[col] = pd.Series([None] * len(df), index=df.index, dtype=object)
+            df.loc[rows & df[col].isna(), col] = value
+    return df
 
 
 def results_path(storage: str, name: str) -> str:
@@ -107,6 +140,7 @@ def frame_from_grid(grid, spec: SweepSpec, storage: str | None = None) -> pd.Dat
         env = tspec.env or dataset_env_id(tspec.dataset)
         # what the trial trained with: the study's values over the paper's per-task ones (training.py does the same)
         params, per_task = algorithms.resolve_params(tspec.algorithm, tspec.dataset, {**tspec.config, **searched})
+        params = with_changed_defaults(tspec.algorithm, params)  # recorded even when the study leaves them out
         reports = _trial_history(result, history.history_dir(storage, spec.name) if storage else None, trial_id)
         last_step = max((int(h["step"]) for h in reports if h.get("step") is not None), default=0)
         # ended without an error before its budget: a scheduler (ASHA) stopped it
@@ -183,9 +217,10 @@ def read_results(path: str) -> pd.DataFrame:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no results at {path}")
     try:
-        return pd.read_parquet(path)
+        df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises ArrowInvalid and friends on a corrupt file
         raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    return fill_changed_defaults(df)
 
 
 def best_trials(df: pd.DataFrame, metric: str, mode: str = "max", top: int = 5) -> pd.DataFrame | None:

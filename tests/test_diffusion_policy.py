@@ -226,3 +226,31 @@ def test_state_dict_round_trip_and_ddpm_act(small):
     third = DiffusionPolicy(config, _spec(), "cpu")
     third.load_state_dict(algo.policy_state_dict())
     torch.testing.assert_close(third.act(obs, generator=torch.Generator().manual_seed(3)), a1)
+
+
+def test_results_without_ddim_spacing_read_as_the_old_linspace_rule(tmp_path):
+    """Results recorded before ``ddim_spacing`` existed ran DDIM on linspace timesteps: reading them must not let
+    today's default ("leading") speak for them; new rows record the spacing they ran with."""
+    import pandas as pd
+
+    from platform import results
+
+    # the checked-in toy study (reports/modes): Diffusion Policy with sampler ddim, 16 steps, no ddim_spacing column
+    raw = pd.read_parquet("reports/modes/metrics.parquet")
+    assert "config/ddim_spacing" not in raw.columns and (raw.loc[raw["algorithm"] == "diffusion_policy",
+                                                                 "config/sampler"] == "ddim").all()
+    df = results.read_results("reports/modes")
+    dp = df["algorithm"] == "diffusion_policy"
+    assert dp.any() and (df.loc[dp, "config/ddim_spacing"] == "linspace").all()
+    assert df.loc[~dp, "config/ddim_spacing"].isna().all()  # other algorithms have no such field
+    # a new trial records the value it ran with: the study's, else today's default
+    assert results.with_changed_defaults("diffusion_policy", {"sampler": "ddim"})["ddim_spacing"] == "leading"
+    assert results.with_changed_defaults("diffusion_policy", {"ddim_spacing": "linspace"})["ddim_spacing"] == "linspace"
+    assert results.with_changed_defaults("bc", {"lr": 1e-3}) == {"lr": 1e-3}
+    new = raw[raw["algorithm"] == "diffusion_policy"].head(2).assign(**{"config/ddim_spacing": "leading", "sweep": "new"})
+    path = str(tmp_path / "metrics.parquet")
+    results.write_frame(pd.concat([raw, new], ignore_index=True), path)
+    back = results.read_results(path)
+    assert (back.loc[back["sweep"] == "new", "config/ddim_spacing"] == "leading").all()
+    old = (back["sweep"] != "new") & (back["algorithm"] == "diffusion_policy")
+    assert old.any() and (back.loc[old, "config/ddim_spacing"] == "linspace").all()
