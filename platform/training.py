@@ -362,9 +362,9 @@ def train_loop(loop_config: dict) -> None:
     log_every = t.log_every or t.eval_every
     t0 = time.perf_counter()
     t_window, steps_window = time.perf_counter(), 0
-    train_time = 0.0
+    train_time = train_cpu = 0.0  # wall and this process's CPU seconds of training alone (CPU: robust to load)
 
-    def publish(step: int, per_seed: dict, is_eval: bool, sps: float, elapsed: float, eval_s: float,
+    def publish(step: int, per_seed: dict, is_eval: bool, sps: tuple[float, float], elapsed: float, eval_s: float,
                 ckpt_dir: str | None) -> None:
         """Report one point (all workers together: the gather and Train's report are collectives)."""
         nonlocal eval_nodes, resumed_from
@@ -374,7 +374,9 @@ def train_loop(loop_config: dict) -> None:
         metrics = history.flatten(per_seed)
         if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
             metrics["eval/count"] = evaluations_until(step, report_every)
+        sps, cpu_sps = sps  # seed-steps per wall second and per CPU second of training
         metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
+                        "time/steps_per_cpu_s": cpu_sps,
                         "time/steps_per_s": sps, "time/ms_per_step": 1000.0 / sps if sps > 0 else float("nan"),
                         "time/window_s": elapsed, "is_eval": int(is_eval),
                         "node/train": train_node, "node/eval": eval_nodes, "node/device": str(device),
@@ -411,19 +413,20 @@ def train_loop(loop_config: dict) -> None:
     step = start_step
     try:
         while step < t.steps:
-            tick = time.perf_counter()
+            tick, tick_cpu = time.perf_counter(), time.process_time()
             step += 1
             runs.step(t.batch_size, step)
             first_step_unix = first_step_unix or time.time()
             train_time += time.perf_counter() - tick
+            train_cpu += time.process_time() - tick_cpu
             steps_window += 1
             is_eval = step % report_every == 0 or step == t.steps
             if not (is_eval or step % log_every == 0):
                 continue
             per_seed = runs.train_metrics()
             elapsed = time.perf_counter() - t_window
-            sps = steps_window * len(seeds) / max(train_time, 1e-9)
-            t_window, steps_window, train_time = time.perf_counter(), 0, 0.0
+            sps = (steps_window * len(seeds) / max(train_time, 1e-9), steps_window * len(seeds) / max(train_cpu, 1e-9))
+            t_window, steps_window, train_time, train_cpu = time.perf_counter(), 0, 0.0, 0.0
             diverged = nonfinite_error(per_seed, step)
             if diverged is not None:  # recorded (train/nonfinite_losses > 0), then the trial fails in one line
                 # the study's metric(s) as NaN: Tune refuses a report without them (no evaluation was made)

@@ -65,6 +65,10 @@ def test_three_trial_sweep_writes_parquet(tmp_path, data_dir):
     assert df["eval/return_mean"].notna().all() and (df["eval/return_mean"] < 0).all()  # Pendulum returns < 0
     lrs = df.groupby("trial_id")["config/lr"].first()
     assert lrs.nunique() == 3 and ((lrs >= 1e-4) & (lrs <= 1e-2)).all()
+    # training speed per wall second and per CPU second of the worker (the load-robust one): both set, and a
+    # one-thread step cannot use more CPU than wall time (a little slack for the clocks' resolution)
+    wall, cpu = df["time/steps_per_s"], df["time/steps_per_cpu_s"]
+    assert (wall > 0).all() and (cpu > 0).all() and (cpu >= 0.8 * wall).all()
     assert "[sweep] done" in out.stdout
 
 
