@@ -486,6 +486,12 @@ def markdown(meta: dict, equivalence: dict, summary: list[dict], rates: dict) ->
         L.append(f"| {s['step']} | {s['public_mean']:.1f} | {s['platform_mean']:.1f} | {s['diff']:+.1f} | "
                  f"[{s['ci_lo']:+.1f}, {s['ci_hi']:+.1f}] | {'yes' if s['contains_zero'] else '**no**'} | "
                  f"{s['public_bc_loss']:.4f} / {s['platform_bc_loss']:.4f} | {seeds} |")
+    inside = sum(s["contains_zero"] for s in summary)
+    n_seeds = len(meta["seeds"])
+    L += ["", f"The CI contains 0 at {inside} of {len(summary)} evaluation steps. A percentile bootstrap over "
+          f"{n_seeds} seeds per side treats those seeds as the whole population, so its interval is narrow; and "
+          f"with {len(summary)} steps tested at the 95% level, at least one excludes 0 by chance "
+          f"{1 - 0.95 ** len(summary):.0%} of the time when the two sides learn alike."]
     L += ["", "## Throughput (same process, same threads; training interleaved segment by segment)", "",
           "| side | training steps/s | per CPU s | evaluation episodes/s | per CPU s |", "|---|---:|---:|---:|---:|"]
     for side in ("public", "platform"):
@@ -567,6 +573,7 @@ def dql_twin(args) -> dict:
     from platform.datasets import load_dataset
 
     t0, load_start = time.perf_counter(), load_1m()
+    platform_commit = git_commit(ROOT)  # at the start: the code this process imports (HEAD may move during a run)
     pub = import_public_dql(args.public_dql)
     data = load_dataset(args.dataset)
     env_spec = data.env_spec()
@@ -593,7 +600,7 @@ def dql_twin(args) -> dict:
     rates = throughput(rows)
     meta = {"dataset": args.dataset, "env_id": data.env_id, "public_repo":
             "github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL", "public_commit": git_commit(args.public_dql),
-            "platform_commit": git_commit(ROOT), "resolved": resolved, "n_timesteps": cfg.n_timesteps,
+            "platform_commit": platform_commit, "resolved": resolved, "n_timesteps": cfg.n_timesteps,
             "beta_schedule": cfg.beta_schedule, "reward_tune": reward_tune, "batch_size": args.batch_size,
             "seeds": list(args.seeds), "eval_steps": eval_steps, "eval_episodes": args.eval_episodes,
             "eval_seed": args.eval_seed, "public_act": args.public_act, "threads": torch.get_num_threads(),
