@@ -39,7 +39,9 @@ KEY = ["sweep", "trial_id", "seed", "step"]
 # value the trial ran with (the study's, else the config's default), so a row without it ran the old default,
 # and ``read_results`` fills it in as that.  diffusion_policy.ddim_spacing: DDIM ran on round(linspace(K-1, 0, n))
 # ("linspace") until the field existed; its default is now diffusers' "leading" (algorithms/diffusion_policy.py).
-CHANGED_DEFAULTS = {"diffusion_policy": {"ddim_spacing": "linspace"}}
+# edp.time_embedding: EDP's noise network took Diffusion-QL's step sinusoid ("dql") until the equivalence twin found
+# the authors' (e732f4d); the same commit moved DPM-Solver's intermediate points, which no field records.
+CHANGED_DEFAULTS = {"diffusion_policy": {"ddim_spacing": "linspace"}, "edp": {"time_embedding": "dql"}}
 
 
 def with_changed_defaults(algorithm: str, params: dict) -> dict:

@@ -374,6 +374,8 @@ def train_loop(loop_config: dict) -> None:
         metrics = history.flatten(per_seed)
         if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
             metrics["eval/count"] = evaluations_until(step, report_every)
+        else:  # a log_every report: Tune (and Optuna) want the study's metric in every result; none was measured
+            metrics.update({m: metrics.get(m, float("nan")) for m in (spec.search.objectives or [spec.search.metric])})
         sps, cpu_sps = sps  # seed-steps per wall second and per CPU second of training
         metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
                         "time/steps_per_cpu_s": cpu_sps,

@@ -115,6 +115,17 @@ def test_speedup_clocks_and_claim():
         == NOT_SHOWN
 
 
+def test_speedup_prefers_the_cpu_clock():
+    """With time/steps_per_cpu_s recorded, the training clock is CPU seconds: a run slowed on the wall clock by other
+    work on the cores (here EDP at 5 wall steps/s but 10 per CPU s) keeps its CPU time."""
+    df = _speedup_frame([[0, 40, 85]], [[0, 90, 95]])
+    df["time/steps_per_cpu_s"] = df["time/steps_per_s"]
+    df.loc[df["algorithm"] == "edp", "time/steps_per_s"] = 5.0
+    s = sp.speedup(df)
+    assert s.reach["edp"][0].train_s == 20.0 and s.cost["edp"] == pytest.approx(0.1)
+    assert sp.speedup(df.drop(columns="time/steps_per_cpu_s")).reach["edp"][0].train_s == 40.0  # the wall clock
+
+
 def test_k1000_cost_leaves_out_the_warm_up_window():
     rows = _run("t", "dql", 0, 0.1, [0.0, 0.0, 0.0, 0.0], k=1000, every=10)
     rows[0]["time/steps_per_s"] = 0.01                                 # the first window: warm-up, 10x slower

@@ -363,3 +363,17 @@ def test_edp_dpm_solver_is_noise_prediction_singlestep_order3():
     assert abs((x > 0).float().mean().item() - 0.7) < 0.02
     # the code's intermediate points (uniform in time within each step) leave the narrow modes at 0.49 / -0.574
     assert abs(x[x > 0].mean().item() - 0.5) < 0.02 and abs(x[x < 0].mean().item() + 0.6) < 0.035
+
+
+def test_results_before_the_twin_fix_read_as_the_old_time_embedding():
+    """EDP results recorded before ``time_embedding`` existed ran Diffusion-QL's sinusoid: read as "dql", never as
+    today's default; a new trial records the embedding it ran with."""
+    import pandas as pd
+
+    from platform import results
+
+    raw = pd.read_parquet("reports/edp_steps/metrics.parquet")  # an EDP study run before e732f4d
+    assert "config/time_embedding" not in raw.columns and (raw["algorithm"] == "edp").any()
+    df = results.read_results("reports/edp_steps")
+    assert (df.loc[df["algorithm"] == "edp", "config/time_embedding"] == "dql").all()
+    assert results.with_changed_defaults("edp", {"n_timesteps": 100})["time_embedding"] == "edp"

@@ -21,7 +21,7 @@ TINY = """\
 name: {name}
 algorithm: bc
 dataset: generated:pendulum-medium
-train: {{steps: {steps}, batch_size: 64, eval_every: {eval_every}, eval_episodes: 2, seeds: [0, 1]}}
+train: {{steps: {steps}, batch_size: 64, eval_every: {eval_every}, eval_episodes: 2, seeds: [0, 1]{train_extra}}}
 search:
   searcher: {searcher}
   num_samples: {num_samples}
@@ -34,10 +34,10 @@ failure: {{max_failures: 0}}
 
 
 def make_spec(tmp_path, name="tiny", steps=40, eval_every=20, searcher="optuna", num_samples=3,
-              space="{loguniform: [0.0001, 0.01]}"):
+              space="{loguniform: [0.0001, 0.01]}", train_extra=""):
     p = tmp_path / f"{name}.yaml"
     p.write_text(TINY.format(name=name, steps=steps, eval_every=eval_every, searcher=searcher,
-                             num_samples=num_samples, space=space))
+                             num_samples=num_samples, space=space, train_extra=train_extra))
     return str(p)
 
 
@@ -48,11 +48,17 @@ def run_cli(args, env=None, timeout=600):
 
 
 def test_three_trial_sweep_writes_parquet(tmp_path, data_dir):
-    spec = make_spec(tmp_path)
+    # log_every 10 between the evaluations at 20 and 40: training-only reports, which carry the study's metric as
+    # NaN (Tune refuses a result without it, and Optuna reads it from every result)
+    spec = make_spec(tmp_path, train_extra=", log_every: 10")
     storage = tmp_path / "results"
     out = run_cli([spec, "--storage", str(storage), "--no-report"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = pd.read_parquet(storage / "tiny" / "metrics.parquet")
+    logs = df[df["step"] % 20 != 0]
+    assert set(logs["step"]) == {10, 30} and logs["train/loss"].notna().all()
+    assert logs["eval/normalized_score"].isna().all() and logs["eval/return_mean"].isna().all()
+    df = df[df["step"] % 20 == 0]
     for col in ["sweep", "trial_id", "algorithm", "dataset", "seed", "config/lr", "step", "time_s", "train/loss",
                 "eval/return_mean", "eval/return_std", "eval/normalized_score", "eval/success_rate", "status"]:
         assert col in df.columns, col

@@ -9,6 +9,10 @@ Two clocks, both from the Parquet's time columns of every report row of a (trial
   "training time", and the same whether a worker trains one seed or several in turn;
 * ``wall_s``: ``time_s``, the trial's elapsed time at that report (evaluations and all its seeds included).
 
+Where the Parquet has ``time/steps_per_cpu_s`` (seed-steps per CPU second of the Train worker's process, recorded
+since the speed-up runs), ``train_s`` uses it instead of ``time/steps_per_s``: CPU seconds do not stretch when other
+work shares the cores, so two studies run at different times (or beside other jobs) compare fairly.
+
 ``time_to`` is the first evaluation at or above the threshold (a run that never got there gives a lower bound:
 its last evaluation's clock, flagged ``reached=False``).  ``implied_at`` scales the steps a run needed by another
 study's seconds per step (K = 1000): an *implied* time, never a measured one.
@@ -54,7 +58,9 @@ def curves(df: pd.DataFrame) -> list[Curve]:
     for (_, seed), g in df.groupby(["trial_id", "seed"], sort=True):
         g = g.sort_values("step")
         g = g[g["step"] > 0]
-        sps = pd.to_numeric(g.get("time/steps_per_s"), errors="coerce").to_numpy(dtype=np.float64)
+        clock = "time/steps_per_cpu_s" if g.get("time/steps_per_cpu_s") is not None and \
+            g["time/steps_per_cpu_s"].notna().all() else "time/steps_per_s"
+        sps = pd.to_numeric(g[clock], errors="coerce").to_numpy(dtype=np.float64)
         steps = g["step"].to_numpy(dtype=np.int64)
         d = np.diff(np.r_[0, steps]).astype(np.float64)
         per = np.where(sps > 0, 1.0 / np.where(sps > 0, sps, 1.0), np.nan)
