@@ -82,6 +82,7 @@ from algorithms import EnvSpec  # noqa: E402
 from algorithms.common import lr_factor  # noqa: E402
 from algorithms.diffusion.samplers import ddim_timesteps  # noqa: E402
 from algorithms.diffusion_policy import DiffusionPolicy, DiffusionPolicyConfig, ema_decay  # noqa: E402
+from benchmarks.twins import git_commit  # noqa: E402
 
 PUBLIC_REPO = "github.com/real-stanford/diffusion_policy"
 REQUIREMENTS = "benchmarks/requirements-twins-dp.txt"
@@ -139,14 +140,6 @@ def mapping_gaps(backbone: str, public_keys, platform_keys) -> tuple[list, list]
 
 
 # ----------------------------------------------------------------------------- the public code
-
-
-def git_commit(path: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def import_public_dp(path: str) -> types.SimpleNamespace:

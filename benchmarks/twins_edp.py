@@ -82,6 +82,7 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from benchmarks.twins import git_commit  # noqa: E402
 
 DEFAULT_DATASET = "generated:hopper-medium"
 PUBLIC_REPO = "github.com/sail-sg/edp"
@@ -637,14 +638,6 @@ TOLERANCE_NOTES = {
 
 
 # ----------------------------------------------------------------------------- output
-
-
-def git_commit(path: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def versions() -> dict[str, str]:
