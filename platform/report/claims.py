@@ -67,9 +67,14 @@ def verdict(ev: Evidence | None) -> str:
 # ============================================================================ reading the checked-in results
 
 
+# studies run in parts (one YAML per budget): the speed-up's Diffusion-QL half had a shorter budget than EDP's
+PARTS = {"edp_speedup": ("edp_speedup", "edp_speedup_dql")}
+
+
 def load(study: str, root: str = REPO_ROOT) -> pd.DataFrame | None:
-    path = os.path.join(root, "reports", study, "metrics.parquet")
-    return pd.read_parquet(path) if os.path.exists(path) else None
+    paths = [os.path.join(root, "reports", s, "metrics.parquet") for s in PARTS.get(study, (study,))]
+    found = [pd.read_parquet(p) for p in paths if os.path.exists(p)]
+    return pd.concat(found, ignore_index=True) if found else None
 
 
 def last_evals(df: pd.DataFrame) -> pd.DataFrame:
@@ -79,8 +84,14 @@ def last_evals(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget(df: pd.DataFrame) -> str:
+    """``3,000 steps x 3 seeds``; per algorithm where their budgets differ (a study run in parts)."""
     ev = last_evals(df)
-    return f"{int(ev['step'].max()):,} steps x {ev['seed'].nunique()} seed{'s' * (ev['seed'].nunique() != 1)}"
+    steps = ev.groupby("algorithm")["step"].max() if "algorithm" in ev else pd.Series(dtype=float)
+    n = ev["seed"].nunique()
+    seeds = f"{n} seed{'s' * (n != 1)}"
+    if steps.nunique() > 1:
+        return ", ".join(f"{a} {int(v):,} steps" for a, v in steps.items()) + f", x {seeds}"
+    return f"{int(ev['step'].max()):,} steps x {seeds}"
 
 
 def _col(rows: pd.DataFrame, c: str) -> np.ndarray:
@@ -138,12 +149,12 @@ def _times(reach: list[sp.Reach]) -> str:
 
 def speedup_evidence(dfs: dict) -> Evidence | None:
     df = dfs.get("edp_speedup")
-    if df is None:
+    if df is None or not {"dql", "edp"} <= set(df["algorithm"]):  # a half without the other compares nothing
         return None
     s = sp.speedup(df)
     ratio, exact = s.ratio_bounds()
     k = _k(df)
-    text = (f"`edp_speedup`, {budget(df)}, K = {k}, generated Pendulum: training seconds per seed to a score of "
+    text = (f"`edp_speedup`, {budget(df)}, K = {k}, generated Pendulum: training CPU seconds per seed to a score of "
             f"{sp.THRESHOLD:g}, DQL {_times(s.reach['dql'])}, EDP {_times(s.reach['edp'])}")
     if math.isfinite(ratio):
         text += f" (EDP faster by {'' if exact else '≥ '}{ratio:.1f}x, slowest EDP seed against fastest DQL seed)"
@@ -330,7 +341,7 @@ def speedup_table(dfs: dict) -> Table | None:
     """Per seed: steps and both clocks to the threshold, the score at equal training time, the last evaluation, and
     the time implied at K = 1000."""
     df = dfs.get("edp_speedup")
-    if df is None:
+    if df is None or not {"dql", "edp"} <= set(df["algorithm"]):  # a half without the other compares nothing
         return None
     s = sp.speedup(df)
     k1000 = dfs.get("edp_speedup_k1000")
@@ -404,9 +415,12 @@ def build(root: str = REPO_ROOT) -> tuple[Doc, dict]:
     if table is None:
         doc.p("`reports/edp_speedup/` has no results yet: `python -m platform.sweep search_spaces/edp_speedup.yaml`.")
         return doc, dfs
-    doc.p(f"`platform/report/speedup.py` on `reports/edp_speedup/metrics.parquet` (and "
-          f"`reports/edp_speedup_k1000/metrics.parquet` for K = 1000). Training seconds: per seed, the sum over "
-          f"report windows of steps / `time/steps_per_s` (gradient steps only: no evaluation, checkpoint or start-up); "
+    doc.p(f"`platform/report/speedup.py` on `reports/edp_speedup/metrics.parquet` and "
+          f"`reports/edp_speedup_dql/metrics.parquet` (EDP's and Diffusion-QL's halves, their budgets in the YAMLs; "
+          f"`reports/edp_speedup_k1000/metrics.parquet` for K = 1000 when run). Training seconds: per seed, the sum "
+          f"over report windows of steps / `time/steps_per_cpu_s` (CPU seconds of the Train worker's process, so a "
+          f"load on the shared cores does not stretch them; `time/steps_per_s`, wall, for results recorded before "
+          f"that column; gradient steps only: no evaluation, checkpoint or start-up); "
           f"trial wall seconds: `time_s` at the evaluation (evaluations included: Diffusion-QL's 50 candidate actions "
           f"through the K-step chain cost far more than EDP's 15 DPM-Solver calls). A time to {sp.THRESHOLD:g} is the "
           f"first evaluation at or above it (evaluations every few hundred steps: the time is known to that "
