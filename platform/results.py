@@ -192,7 +192,7 @@ def write_portable(results: str, out_dir: str) -> None:
     data was, never where it lay on the machine that ran them.  The report reads labels as it reads paths."""
     from platform.report.stats import dataset_label, spec_for_display
 
-    df = read_results(results)
+    df = read_results(results, fill=False)  # a copy of the file: only the paths change
     for col in ("dataset", "config/dataset"):
         if col in df.columns:
             df[col] = df[col].map(lambda v: dataset_label(v) if isinstance(v, str) else v)
@@ -212,8 +212,9 @@ def write_portable(results: str, out_dir: str) -> None:
         atomic_write(os.path.join(out_dir, "spec.json"), write_json)
 
 
-def read_results(path: str) -> pd.DataFrame:
-    """Read one results file (or a directory holding metrics.parquet) with a clear error."""
+def read_results(path: str, fill: bool = True) -> pd.DataFrame:
+    """Read one results file (or a directory holding metrics.parquet) with a clear error; ``fill``: rows recorded
+    before a ``CHANGED_DEFAULTS`` field get its old default (False: the file as it is)."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.parquet")
     if not os.path.exists(path):
@@ -222,7 +223,7 @@ def read_results(path: str) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises ArrowInvalid and friends on a corrupt file
         raise ValueError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-    return fill_changed_defaults(df)
+    return fill_changed_defaults(df) if fill else df
 
 
 def best_trials(df: pd.DataFrame, metric: str, mode: str = "max", top: int = 5) -> pd.DataFrame | None:

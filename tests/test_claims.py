@@ -91,6 +91,11 @@ def _speedup_frame(dql_scores: list[list[float]], edp_scores: list[list[float]])
     return pd.DataFrame(rows)
 
 
+def _sides(df: pd.DataFrame) -> dict:
+    """The two studies of the comparison: EDP's and Diffusion-QL's."""
+    return {"edp_speedup": df[df["algorithm"] == "edp"], "edp_speedup_dql": df[df["algorithm"] == "dql"]}
+
+
 def test_speedup_clocks_and_claim():
     # EDP: 10 steps/s, evaluations every 100 steps cost 5 s; DQL: 1 step/s, 50 s per evaluation
     df = _speedup_frame([[0, 40, 85], [0, 30, 60]], [[0, 90, 95], [50, 82, 90]])
@@ -105,13 +110,14 @@ def test_speedup_clocks_and_claim():
     assert s.at_equal["edp"][1][:2] == (90.0, 300)
     assert s.cost["dql"] == pytest.approx(1.0) and s.cost["edp"] == pytest.approx(0.1)
     assert sp.implied_at(dql, 10.0) == [(3000.0, True), (3000.0, False)]
-    ev = claims.speedup_evidence({"edp_speedup": df})
-    assert verdict(ev) == HOLDS and "DQL 300 s / > 300 s, EDP 20 s / 20 s" in ev.measured
+    ev = claims.speedup_evidence(_sides(df))
+    assert verdict(ev) == HOLDS and "EDP 20 s / 20 s, DQL 300 s / > 300 s" in ev.measured
     assert "≥ 15.0x" in ev.measured
+    assert claims.speedup_evidence({"edp_speedup": _sides(df)["edp_speedup"]}) is None    # one side only: no row
     # DQL first on every seed, every run at 80: contradicted; EDP short of 80 on a seed: not shown
     slow_edp = [[0.0] * 11 + [81.0], [0.0] * 12 + [85.0]]               # 120 s and 130 s against DQL's 100 s
-    assert verdict(claims.speedup_evidence({"edp_speedup": _speedup_frame([[90], [85]], slow_edp)})) == CONTRADICTED
-    assert verdict(claims.speedup_evidence({"edp_speedup": _speedup_frame([[0, 0, 0]], [[0, 90], [0, 0]])})) \
+    assert verdict(claims.speedup_evidence(_sides(_speedup_frame([[90], [85]], slow_edp)))) == CONTRADICTED
+    assert verdict(claims.speedup_evidence(_sides(_speedup_frame([[0, 0, 0]], [[0, 90], [0, 0]])))) \
         == NOT_SHOWN
 
 

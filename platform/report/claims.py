@@ -67,14 +67,9 @@ def verdict(ev: Evidence | None) -> str:
 # ============================================================================ reading the checked-in results
 
 
-# studies run in parts (one YAML per budget): the speed-up's Diffusion-QL half had a shorter budget than EDP's
-PARTS = {"edp_speedup": ("edp_speedup", "edp_speedup_dql")}
-
-
 def load(study: str, root: str = REPO_ROOT) -> pd.DataFrame | None:
-    paths = [os.path.join(root, "reports", s, "metrics.parquet") for s in PARTS.get(study, (study,))]
-    found = [pd.read_parquet(p) for p in paths if os.path.exists(p)]
-    return pd.concat(found, ignore_index=True) if found else None
+    path = os.path.join(root, "reports", study, "metrics.parquet")
+    return pd.read_parquet(path) if os.path.exists(path) else None
 
 
 def last_evals(df: pd.DataFrame) -> pd.DataFrame:
@@ -147,15 +142,24 @@ def _times(reach: list[sp.Reach]) -> str:
     return " / ".join(f"{r.train_s:.0f} s" if r.reached else f"> {r.train_s:.0f} s" for r in reach)
 
 
+SPEEDUP_STUDIES = ("edp_speedup", "edp_speedup_dql")  # EDP's and Diffusion-QL's side at K = 100 (one file each)
+
+
+def speedup_frame(dfs: dict) -> pd.DataFrame | None:
+    """Both sides of the K = 100 comparison in one frame; None unless both are checked in."""
+    parts = [dfs[s] for s in SPEEDUP_STUDIES if dfs.get(s) is not None]
+    return pd.concat(parts, ignore_index=True) if len(parts) == len(SPEEDUP_STUDIES) else None
+
+
 def speedup_evidence(dfs: dict) -> Evidence | None:
-    df = dfs.get("edp_speedup")
-    if df is None or not {"dql", "edp"} <= set(df["algorithm"]):  # a half without the other compares nothing
+    df = speedup_frame(dfs)
+    if df is None:
         return None
     s = sp.speedup(df)
     ratio, exact = s.ratio_bounds()
-    k = _k(df)
-    text = (f"`edp_speedup`, {budget(df)}, K = {k}, generated Pendulum: training CPU seconds per seed to a score of "
-            f"{sp.THRESHOLD:g}, DQL {_times(s.reach['dql'])}, EDP {_times(s.reach['edp'])}")
+    sides = "; ".join(f"`{st}` {budget(dfs[st])}" for st in SPEEDUP_STUDIES)
+    text = (f"{sides}; K = {_k(df)}, generated Pendulum: training seconds per seed to a score of "
+            f"{sp.THRESHOLD:g}, EDP {_times(s.reach['edp'])}, DQL {_times(s.reach['dql'])}")
     if math.isfinite(ratio):
         text += f" (EDP faster by {'' if exact else '≥ '}{ratio:.1f}x, slowest EDP seed against fastest DQL seed)"
     eq = {a: s.at_equal[a] for a in ("dql", "edp")}
@@ -293,7 +297,7 @@ CLAIMS = [
     Claim("EDP's one-step action approximation trains far faster than differentiating through the chain at large K "
           "(paper: ~25x, \"5 days to 5 hours\" at K = 1000)",
           "talk, slide \"Diffusion-QL without differentiating through chain\"; EDP (Kang et al. 2023), abstract",
-          ["edp_speedup", "edp_speedup_k1000"], "[EDP speed-up below](#edp-speed-up), "
+          ["edp_speedup", "edp_speedup_dql", "edp_speedup_k1000"], "[EDP speed-up below](#edp-speed-up), "
           "[learning curves](../edp_speedup/README.md#learning-curves)",
           f"met: EDP reaches {sp.THRESHOLD:g} on every seed and its slowest seed is ≥ {FAR_FASTER:g}x faster (training "
           "clock) than Diffusion-QL's fastest (a Diffusion-QL seed that never got there counts with its whole run, a "
@@ -360,7 +364,8 @@ def speedup_table(dfs: dict) -> Table | None:
             f"trial wall s to {sp.THRESHOLD:g}", f"score at {s.equal_s:.0f} training s", "last evaluation",
             f"ms per step, K = {_k(df)}", f"ms per step, K = {_k(k1000) if k1000 is not None else 1000}",
             f"IMPLIED training time to {sp.THRESHOLD:g} at K = {_k(k1000) if k1000 is not None else 1000}"]
-    return Table(head, out, caption=f"EDP vs Diffusion-QL on generated Pendulum, K = {_k(df)} ({budget(df)})")
+    sides = ", ".join(f"{st}: {budget(dfs[st])}" for st in SPEEDUP_STUDIES)
+    return Table(head, out, caption=f"EDP vs Diffusion-QL on generated Pendulum, K = {_k(df)} ({sides})")
 
 
 def fig_speedup(df: pd.DataFrame, out_dir: str) -> str:
@@ -389,7 +394,7 @@ def fig_speedup(df: pd.DataFrame, out_dir: str) -> str:
 
 def build(root: str = REPO_ROOT) -> tuple[Doc, dict]:
     found = rows(root)
-    dfs = {s: df for s in ("edp_speedup", "edp_speedup_k1000") if (df := load(s, root)) is not None}
+    dfs = {s: df for s in SPEEDUP_STUDIES + ("edp_speedup_k1000",) if (df := load(s, root)) is not None}
     doc = Doc("The talk's claims, judged from the checked-in results")
     doc.p("One row per claim of the talk (`../shared/seed-slides.md`), the paper figure or table it comes from, what "
           "this platform measured (the study, its budget and seeds, numbers read by `platform/report/claims.py` from "
@@ -413,7 +418,8 @@ def build(root: str = REPO_ROOT) -> tuple[Doc, dict]:
     doc.h(2, "EDP speed-up")
     table = speedup_table(dfs)
     if table is None:
-        doc.p("`reports/edp_speedup/` has no results yet: `python -m platform.sweep search_spaces/edp_speedup.yaml`.")
+        doc.p("`reports/edp_speedup/` and `reports/edp_speedup_dql/` are not both checked in yet: `python -m "
+              "platform.sweep search_spaces/edp_speedup.yaml`, then `search_spaces/edp_speedup_dql.yaml`.")
         return doc, dfs
     doc.p(f"`platform/report/speedup.py` on `reports/edp_speedup/metrics.parquet` and "
           f"`reports/edp_speedup_dql/metrics.parquet` (EDP's and Diffusion-QL's halves, their budgets in the YAMLs; "
@@ -450,8 +456,8 @@ def write(out: str, root: str = REPO_ROOT) -> str:
     os.makedirs(out, exist_ok=True)
     md = render_markdown(doc)
     html_text = render_html(doc)
-    if "edp_speedup" in dfs:
-        name = fig_speedup(dfs["edp_speedup"], out)
+    if speedup_frame(dfs) is not None:
+        name = fig_speedup(speedup_frame(dfs), out)
         cap = "Score against training seconds per seed (log), every seed of both methods; dashed: the threshold"
         md = md.rstrip() + f"\n\n![{cap}](figures/{name})\n\n*{cap}.*\n"
         import base64

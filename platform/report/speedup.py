@@ -55,7 +55,9 @@ class Reach:
 def curves(df: pd.DataFrame) -> list[Curve]:
     """Every (trial, seed) of a study's rows that has at least one evaluation."""
     out = []
-    for (_, seed), g in df.groupby(["trial_id", "seed"], sort=True):
+    keys = [c for c in ("sweep", "trial_id") if c in df.columns] + ["seed"]
+    for key, g in df.groupby(keys, sort=True):
+        seed = key[-1]
         g = g.sort_values("step")
         g = g[g["step"] > 0]
         clock = "time/steps_per_cpu_s" if g.get("time/steps_per_cpu_s") is not None and \
