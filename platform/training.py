@@ -364,19 +364,22 @@ def train_loop(loop_config: dict) -> None:
     t_window, steps_window = time.perf_counter(), 0
     train_time = train_cpu = 0.0  # wall and this process's CPU seconds of training alone (CPU: robust to load)
 
-    def publish(step: int, per_seed: dict, is_eval: bool, sps: tuple[float, float], elapsed: float, eval_s: float,
-                ckpt_dir: str | None) -> None:
-        """Report one point (all workers together: the gather and Train's report are collectives)."""
+    def publish(step: int, per_seed: dict, is_eval: bool, rates: tuple[float, float], elapsed: float,
+                eval_s: float, ckpt_dir: str | None) -> None:
+        """Report one point (all workers together: the gather and Train's report are collectives).  ``rates``:
+        seed-steps per wall second and per CPU second of training since the last report."""
         nonlocal eval_nodes, resumed_from
         per_seed = per_seed if replicas else _gather(per_seed, world)  # replicas: rank 0's numbers
         if eval_nodes is None:
             eval_nodes = ",".join(sorted(set(pool.node_ids()))) if pool is not None else ""
+        if not is_eval:  # a training-only report (log_every, or a diverged step): Tune (and Optuna) want the study's
+            # metric(s) in every result; none was measured, so they are NaN
+            nan = {m: float("nan") for m in (spec.search.objectives or [spec.search.metric])}
+            per_seed = {s: {**nan, **m} for s, m in per_seed.items()}
         metrics = history.flatten(per_seed)
         if is_eval:  # ASHA's clock: evaluations, not reports (log_every reports fall between them)
             metrics["eval/count"] = evaluations_until(step, report_every)
-        else:  # a log_every report: Tune (and Optuna) want the study's metric in every result; none was measured
-            metrics.update({m: metrics.get(m, float("nan")) for m in (spec.search.objectives or [spec.search.metric])})
-        sps, cpu_sps = sps  # seed-steps per wall second and per CPU second of training
+        sps, cpu_sps = rates
         metrics.update({"step": step, "time/total_s": time.perf_counter() - t0, "time/eval_s": eval_s,
                         "time/steps_per_cpu_s": cpu_sps,
                         "time/steps_per_s": sps, "time/ms_per_step": 1000.0 / sps if sps > 0 else float("nan"),
@@ -427,36 +430,35 @@ def train_loop(loop_config: dict) -> None:
                 continue
             per_seed = runs.train_metrics()
             elapsed = time.perf_counter() - t_window
-            sps = (steps_window * len(seeds) / max(train_time, 1e-9), steps_window * len(seeds) / max(train_cpu, 1e-9))
+            seed_steps = steps_window * len(seeds)
+            rates = (seed_steps / max(train_time, 1e-9), seed_steps / max(train_cpu, 1e-9))
             t_window, steps_window, train_time, train_cpu = time.perf_counter(), 0, 0.0, 0.0
             diverged = nonfinite_error(per_seed, step)
             if diverged is not None:  # recorded (train/nonfinite_losses > 0), then the trial fails in one line
-                # the study's metric(s) as NaN: Tune refuses a report without them (no evaluation was made)
-                nan = {m: float("nan") for m in (spec.search.objectives or [spec.search.metric])}
-                publish(step, {s: {**m, **nan} for s, m in per_seed.items()}, False, sps, elapsed, 0.0, None)
+                publish(step, per_seed, False, rates, elapsed, 0.0, None)
                 raise diverged
             if pending is not None:
-                p_step, job, p_seed, p_sps, p_elapsed, p_ckpt = pending
+                p_step, job, p_seed, p_rates, p_elapsed, p_ckpt = pending
                 tick = time.perf_counter()
                 for seed, m in zip(seeds, job.result()):
                     p_seed[seed].update(m)
-                publish(p_step, p_seed, True, p_sps, p_elapsed, time.perf_counter() - tick, p_ckpt)
+                publish(p_step, p_seed, True, p_rates, p_elapsed, time.perf_counter() - tick, p_ckpt)
                 pending = None
             if not is_eval:
-                publish(step, per_seed, False, sps, elapsed, 0.0, None)
+                publish(step, per_seed, False, rates, elapsed, 0.0, None)
                 continue
             ckpt = (save_checkpoint(step) if (step % ckpt_every == 0 or step == t.steps) and evaluates else None)
             if not evaluates:  # a data-parallel replica other than rank 0: report along, nothing to evaluate
-                publish(step, per_seed, True, sps, elapsed, 0.0, None)
+                publish(step, per_seed, True, rates, elapsed, 0.0, None)
                 continue
             tick = time.perf_counter()
             job = pool.submit(runs.policy_states(), t.eval_episodes, t.eval_seed)  # a snapshot: copied now
             if t.overlap_eval and step < t.steps:
-                pending = (step, job, per_seed, sps, elapsed, ckpt)
+                pending = (step, job, per_seed, rates, elapsed, ckpt)
                 continue
             for seed, m in zip(seeds, job.result()):
                 per_seed[seed].update(m)
-            publish(step, per_seed, True, sps, elapsed, time.perf_counter() - tick, ckpt)
+            publish(step, per_seed, True, rates, elapsed, time.perf_counter() - tick, ckpt)
     finally:
         if pool is not None:
             pool.shutdown()
