@@ -80,12 +80,18 @@ def _pooled_mean(*scores: np.ndarray) -> np.ndarray:
     return np.array([rlm.aggregate_mean(np.concatenate([s.ravel() for s in scores])[:, None])])
 
 
-def _interval(arrays: list[np.ndarray], func, reps: int, seed: int, alpha: float) -> tuple[float, float, float]:
-    """(point, lo, hi) of ``func`` with rliable's stratified-bootstrap percentile CI."""
+def _estimate(scores, func, reps: int, seed: int, alpha: float) -> tuple[float, float, float]:
+    """(point, lo, hi) of the scalar ``func`` of rliable-shaped ``scores`` with rliable's stratified-bootstrap
+    percentile CI, under a fixed seed."""
     with _seeded(seed):
-        point, ci = rly.get_interval_estimates({"x": _rliable_scores(arrays)}, func, method="percentile", reps=reps,
+        point, ci = rly.get_interval_estimates({"x": scores}, func, method="percentile", reps=reps,
                                                confidence_interval_size=1 - alpha)
     return float(np.ravel(point["x"])[0]), float(np.ravel(ci["x"])[0]), float(np.ravel(ci["x"])[1])
+
+
+def _interval(arrays: list[np.ndarray], func, reps: int, seed: int, alpha: float) -> tuple[float, float, float]:
+    """(point, lo, hi) of ``func`` over the runs of every task (see ``_rliable_scores``)."""
+    return _estimate(_rliable_scores(arrays), func, reps, seed, alpha)
 
 
 def iqm_ci(tasks: Sequence[Sequence[float]], reps: int = N_BOOT, seed: int = BOOT_SEED,
@@ -154,9 +160,7 @@ def probability_of_improvement(x_tasks: Sequence[Sequence[float]], y_tasks: Sequ
         pair = [x[:, None] for x in xs] + [y[:, None] for y in ys]
         def func(*a):
             return np.mean([rlm.probability_of_improvement(a[i], a[k + i]) for i in range(k)])
-    with _seeded(seed):
-        point, ci = rly.get_interval_estimates({"x": pair}, func, reps=reps, confidence_interval_size=1 - alpha)
-    return float(np.ravel(point["x"])[0]), float(np.ravel(ci["x"])[0]), float(np.ravel(ci["x"])[1])
+    return _estimate(pair, func, reps, seed, alpha)
 
 
 def sample_std(x: np.ndarray) -> float:
