@@ -167,6 +167,11 @@ def test_builder_reads_the_checked_in_parquet():
     for c in claims.CLAIMS:  # rows that need a GPU name the command that runs them
         if c.studies[0] in ("locomotion_table", "pusht_table_cpu", "dp_horizon"):
             assert "python -m platform.sweep search_spaces/" in c.gpu
+    # the speed-up's two checked-in halves make its per-seed table: one row per (algorithm, seed)
+    dfs = {s: claims.load(s, REPO) for s in claims.SPEEDUP_STUDIES}
+    table = claims.speedup_table(dfs)
+    assert table is not None and sorted((r[0], r[1]) for r in table.rows) == \
+        [("dql", "0"), ("dql", "1"), ("dql", "2"), ("edp", "0"), ("edp", "1"), ("edp", "2")]
 
 
 def test_checked_in_claims_report_is_what_the_builder_makes(tmp_path):

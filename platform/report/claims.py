@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from platform.report import speedup as sp
-from platform.report.document import Doc, Table, render_html, render_markdown
+from platform.report.document import Doc, Figure, Table, render_html, render_markdown
+from platform.report.figures import Plots
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLDS, NOT_SHOWN, CONTRADICTED = "holds", "not shown at this budget", "contradicted"
@@ -79,14 +80,8 @@ def last_evals(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget(df: pd.DataFrame) -> str:
-    """``3,000 steps x 3 seeds``; per algorithm where their budgets differ (a study run in parts)."""
     ev = last_evals(df)
-    steps = ev.groupby("algorithm")["step"].max() if "algorithm" in ev else pd.Series(dtype=float)
-    n = ev["seed"].nunique()
-    seeds = f"{n} seed{'s' * (n != 1)}"
-    if steps.nunique() > 1:
-        return ", ".join(f"{a} {int(v):,} steps" for a, v in steps.items()) + f", x {seeds}"
-    return f"{int(ev['step'].max()):,} steps x {seeds}"
+    return f"{int(ev['step'].max()):,} steps x {ev['seed'].nunique()} seed{'s' * (ev['seed'].nunique() != 1)}"
 
 
 def _col(rows: pd.DataFrame, c: str) -> np.ndarray:
@@ -344,8 +339,8 @@ def rows(root: str = REPO_ROOT) -> list[tuple[Claim, Evidence | None, str]]:
 def speedup_table(dfs: dict) -> Table | None:
     """Per seed: steps and both clocks to the threshold, the score at equal training time, the last evaluation, and
     the time implied at K = 1000."""
-    df = dfs.get("edp_speedup")
-    if df is None or not {"dql", "edp"} <= set(df["algorithm"]):  # a half without the other compares nothing
+    df = speedup_frame(dfs)
+    if df is None:
         return None
     s = sp.speedup(df)
     k1000 = dfs.get("edp_speedup_k1000")
@@ -368,28 +363,25 @@ def speedup_table(dfs: dict) -> Table | None:
     return Table(head, out, caption=f"EDP vs Diffusion-QL on generated Pendulum, K = {_k(df)} ({sides})")
 
 
-def fig_speedup(df: pd.DataFrame, out_dir: str) -> str:
-    """Score against training seconds, every seed, both methods; the threshold as a line.  Returns the file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+def fig_speedup(df: pd.DataFrame, out_dir: str) -> Figure:
+    """Score against training seconds, every seed, both methods; the threshold as a line (PNG + SVG under
+    ``out_dir/figures``, the report's ``Plots``)."""
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    plots = Plots(fig_dir)
+    fig, ax = plots.plt.subplots(figsize=(6.4, 3.6))
     colors = {"dql": "C0", "edp": "C3"}
-    for c in sp.curves(df):
+    curves = sp.curves(df)
+    first_seed = min(c.seed for c in curves)
+    for c in curves:
         ax.plot(c.train_s, c.scores, marker="o", ms=3, lw=1.2, color=colors.get(c.algorithm, "0.4"),
-                label=f"{c.algorithm} (K = {c.k})" if c.seed == min(x.seed for x in sp.curves(df)) else None)
+                label=f"{c.algorithm} (K = {c.k})" if c.seed == first_seed else None)
     ax.axhline(sp.THRESHOLD, color="0.5", ls="--", lw=0.8)
     ax.set(xscale="log", xlabel="training seconds per seed (log)", ylabel="normalized score",
            title="Score against training time, every seed")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
-    name = "edp-speedup.png"
-    fig.savefig(os.path.join(out_dir, "figures", name), dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return name
+    return plots.save(fig, "edp-speedup", "Score against training seconds per seed (log), every seed of both "
+                                          "methods; dashed: the threshold")
 
 
 def build(root: str = REPO_ROOT) -> tuple[Doc, dict]:
@@ -454,18 +446,11 @@ def _html_href(href: str) -> str:
 def write(out: str, root: str = REPO_ROOT) -> str:
     doc, dfs = build(root)
     os.makedirs(out, exist_ok=True)
+    frame = speedup_frame(dfs)
+    if frame is not None:  # the speed-up section is the document's last: its figure closes it
+        doc.fig(fig_speedup(frame, out))
     md = render_markdown(doc)
     html_text = render_html(doc)
-    if speedup_frame(dfs) is not None:
-        name = fig_speedup(speedup_frame(dfs), out)
-        cap = "Score against training seconds per seed (log), every seed of both methods; dashed: the threshold"
-        md = md.rstrip() + f"\n\n![{cap}](figures/{name})\n\n*{cap}.*\n"
-        import base64
-
-        with open(os.path.join(out, "figures", name), "rb") as f:
-            data = base64.b64encode(f.read()).decode("ascii")
-        html_text = html_text.replace("</body>", f'<figure><img src="data:image/png;base64,{data}" alt="{cap}">'
-                                                  f"<figcaption>{cap}.</figcaption></figure>\n</body>")
     # the document model's HTML knows only `code`: links and **bold** become tags here
     html_text = _LINK.sub(lambda m: f'<a href="{_html_href(m.group(2))}">{m.group(1)}</a>', html_text)
     html_text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", html_text)
